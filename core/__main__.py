@@ -1,0 +1,3 @@
+from mamakit.cli import entry
+
+entry()
