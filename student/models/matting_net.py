@@ -1,0 +1,286 @@
+"""StudentNet: the one-step streaming matting student (encoder + recurrent decoder + refiner).
+
+Contract (docs/architecture.md, "The student contract"):
+``forward(src, guide, *state) -> (pha, fgr, *new_state)`` with static shapes, the downsample
+ratio baked into the config, and states from ``initial_state(batch, height, width)`` (zeros).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mamakit.errors import ConfigError
+
+from .decoder import RecurrentDecoder
+from .encoder import ENCODERS, MobileNetV3Encoder
+from .layers import half_size
+from .refiner import DeepGuidedFilterRefiner
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """Everything needed to rebuild a StudentNet (saved as ``config.json``)."""
+
+    size: str = "small"
+    encoder: str = "mbv3-small"
+    #: trunk size = round(frame size * ratio); 0.4 puts a 1280x720 frame at 512x288.
+    downsample_ratio: float = 0.4
+    #: decoder block widths (1/16, 1/8, 1/4, 1/2, trunk resolution).
+    decoder_channels: tuple[int, ...] = (48, 32, 24, 16, 12)
+    #: depthwise-separable convs per decoder block (same order as decoder_channels).
+    decoder_separable: tuple[bool, ...] = (False, False, False, True, True)
+    squeeze_excite: bool = True
+    refiner_hidden: int = 16
+    refiner_radius: int = 1
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"student encoder {self.encoder!r} is unknown: use one of {', '.join(ENCODERS)}")
+        if not 0.05 <= float(self.downsample_ratio) <= 1.0:
+            raise ConfigError(f"student downsample_ratio must be in [0.05, 1], got {self.downsample_ratio}")
+        if len(self.decoder_channels) != 5 or len(self.decoder_separable) != 5:
+            raise ConfigError("student decoder_channels and decoder_separable need 5 entries (1/16 .. trunk)")
+        if any(int(c) < 2 for c in self.decoder_channels):
+            raise ConfigError(f"student decoder_channels must be >= 2, got {list(self.decoder_channels)}")
+        object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
+        object.__setattr__(self, "decoder_separable", tuple(bool(s) for s in self.decoder_separable))
+        object.__setattr__(self, "downsample_ratio", float(self.downsample_ratio))
+
+    @classmethod
+    def preset(cls, name: str = "small", **overrides: Any) -> "StudentConfig":
+        """``small`` (default, shipped, live: <= 4M params, <= 2 GFLOPs at 720p) or ``large`` (quality)."""
+        if name not in PRESETS:
+            raise ConfigError(f"student size {name!r} is unknown: use one of {', '.join(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["decoder_channels"] = list(self.decoder_channels)
+        d["decoder_separable"] = list(self.decoder_separable)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "StudentConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"student config has unknown keys {unknown}: expected a subset of {sorted(names)}")
+        version = int(data.get("format_version", FORMAT_VERSION))
+        if version > FORMAT_VERSION:
+            raise ConfigError(f"student config format_version {version} is newer than this mamakit "
+                              f"({FORMAT_VERSION}): upgrade mamakit")
+        return cls(**data)
+
+
+PRESETS: dict[str, StudentConfig] = {
+    "small": StudentConfig(),
+    "large": StudentConfig(size="large", encoder="mbv3-large", decoder_channels=(128, 80, 40, 32, 16),
+                           decoder_separable=(False, False, False, False, False), refiner_hidden=16),
+}
+
+
+def _down(x: torch.Tensor) -> torch.Tensor:
+    """Halve (ceil) with a 3x3 average: same output size as the encoder's stride-2 convs."""
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
+
+
+class StudentNet(nn.Module):
+    """The student. Build with random weights from a config; load with :meth:`from_pretrained`."""
+
+    def __init__(self, config: StudentConfig | None = None):
+        super().__init__()
+        self.config = config or StudentConfig()
+        cfg = self.config
+        self.encoder = MobileNetV3Encoder(cfg.encoder, in_channels=4, se=cfg.squeeze_excite)
+        self.decoder = RecurrentDecoder(self.encoder.channels, cfg.decoder_channels, img_channels=4,
+                                        separable=cfg.decoder_separable)
+        self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
+        self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius)
+
+    # ---- shapes -------------------------------------------------------------------------
+    def trunk_size(self, height: int, width: int) -> tuple[int, int]:
+        r = self.config.downsample_ratio
+        if r >= 1.0:
+            return int(height), int(width)
+        return max(16, int(round(height * r))), max(16, int(round(width * r)))
+
+    @staticmethod
+    def state_names() -> list[str]:
+        return ["r1", "r2", "r3", "r4"]
+
+    def state_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        h, w = self.trunk_size(height, width)
+        shapes = []
+        for c in self.decoder.state_channels():
+            h, w = half_size(h, w)
+            shapes.append((int(batch), int(c), h, w))
+        return shapes
+
+    def initial_state(self, batch: int, height: int, width: int, device=None,
+                      dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
+        """Zeros with the static shapes the graph expects for a ``height x width`` frame."""
+        if device is None or dtype is None:
+            p = next(self.parameters())
+            device = device or p.device
+            dtype = dtype or p.dtype
+        return tuple(torch.zeros(s, device=device, dtype=dtype) for s in self.state_shapes(batch, height, width))
+
+    # ---- forward ------------------------------------------------------------------------
+    def forward(self, src: torch.Tensor, guide: torch.Tensor, *state: torch.Tensor):
+        """One frame. ``src`` [B,3,H,W] 0..1, ``guide`` [B,1,H,W] 0..1, ``state`` = r1..r4.
+
+        Returns ``(pha [B,1,H,W], fgr [B,3,H,W], r1', r2', r3', r4')``.
+        """
+        pha, fgr, new_state, _ = self.forward_features(src, guide, *state)
+        return (pha, fgr, *new_state)
+
+    def forward_features(self, src, guide, *state):
+        """Like :meth:`forward` but also returns the trunk's deepest features (for distillation)."""
+        if len(state) != 4:
+            raise ValueError(f"StudentNet expects 4 state tensors (r1..r4), got {len(state)}: "
+                             "start with initial_state(batch, height, width)")
+        H, W = int(src.shape[-2]), int(src.shape[-1])
+        h, w = self.trunk_size(H, W)
+        full = torch.cat([src, guide], dim=1)
+        low = full if (h, w) == (H, W) else F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False)
+        x = low * 2 - 1
+        f2, f4, f8, f16 = self.encoder(x)
+        s2 = _down(x)
+        s4 = _down(s2)
+        s8 = _down(s4)
+        hid, r1, r2, r3, r4 = self.decoder(x, f2, f4, f8, f16, s2, s4, s8, *state)
+        out = self.head(hid)
+        base_src = low[:, :3]
+        base_fgr = out[:, :3] + base_src
+        base_pha = out[:, 3:] + low[:, 3:]  # a correction of the guide: the mask is a coarse alpha
+        if (h, w) != (H, W):
+            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid)
+        else:
+            fgr, pha = base_fgr, base_pha
+        pha = torch.clamp(pha, 0.0, 1.0)
+        fgr = torch.clamp(fgr, 0.0, 1.0)
+        return pha, fgr, (r1, r2, r3, r4), f16
+
+    def forward_clip(self, src: torch.Tensor, guide: torch.Tensor, state: Sequence[torch.Tensor] | None = None,
+                     mask_valid: torch.Tensor | None = None, detach_feedback: bool = True):
+        """A clip, frame by frame: ``src`` [B,T,3,H,W], ``guide`` [B,T,1,H,W].
+
+        ``mask_valid`` [B,T] bool: where False, the frame is guided by the previous predicted alpha
+        (zeros before the first prediction), detached when ``detach_feedback``. Returns
+        ``(pha [B,T,1,H,W], fgr [B,T,3,H,W], state)``.
+        """
+        B, T, _, H, W = src.shape
+        if state is None:
+            state = self.initial_state(B, H, W, device=src.device, dtype=src.dtype)
+        phas, fgrs = [], []
+        prev = torch.zeros_like(guide[:, 0])
+        for t in range(T):
+            g = guide[:, t]
+            if mask_valid is not None:
+                fb = prev.detach() if detach_feedback else prev
+                g = torch.where(mask_valid[:, t].view(B, 1, 1, 1), g, fb)
+            pha, fgr, *state = self.forward(src[:, t], g, *state)
+            prev = pha
+            phas.append(pha)
+            fgrs.append(fgr)
+        return torch.stack(phas, 1), torch.stack(fgrs, 1), tuple(state)
+
+    # ---- disk ---------------------------------------------------------------------------
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into folder ``path`` (atomically)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "kind": "student"})
+            (tmp / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "StudentNet":
+        """Rebuild from ``config.json`` and load ``model.safetensors`` strictly."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        cfg_file, w_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not cfg_file.is_file() or not w_file.is_file():
+            raise ConfigError(f"{path} is not a student folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
+                              "(write one with StudentNet.save_pretrained)")
+        try:
+            config = StudentConfig.from_dict(json.loads(cfg_file.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cfg_file} is not valid JSON ({exc}): re-export the student") from exc
+        model = cls(config)
+        try:
+            state = load_file(str(w_file))
+        except Exception as exc:
+            raise ConfigError(f"{w_file} cannot be read ({exc}): the file is corrupt; re-save it") from exc
+        model.load_weights(state, source=str(w_file))
+        model.eval()
+        return model
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: str = "weights") -> None:
+        """Load a state dict strictly; missing/unexpected keys or shape mismatches are a ConfigError."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        bad = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+        if missing or unexpected or bad:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+            if bad:
+                parts.append(f"{len(bad)} with the wrong shape (e.g. {bad[0]})")
+            raise ConfigError(f"{source} does not match the student config: " + ", ".join(parts)
+                              + "; use the config the weights were trained with")
+        self.load_state_dict(state, strict=True)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: StudentNet, height: int = 720, width: int = 1280) -> int:
+    """FLOPs (= 2 x multiply-accumulates, torch FlopCounterMode convention) of one frame."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    src = torch.rand(1, 3, height, width)
+    guide = torch.rand(1, 1, height, width)
+    state = model.initial_state(1, height, width, device=src.device, dtype=src.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(src, guide, *state)
+    model.train(was_training)
+    return int(counter.get_total_flops())

@@ -1,0 +1,94 @@
+"""StudentNet contract: shapes, states, budgets, streaming == clip, save/load, checkpoint loading."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mamakit.errors import ConfigError
+from mamakit.student import load_student
+from mamakit.student.models import StudentConfig, StudentNet, count_flops, count_parameters
+
+
+def _tiny():
+    return StudentConfig(decoder_channels=(16, 12, 8, 8, 8))
+
+
+def test_student_default_budgets():
+    """The shipped default (small) fits <= 4M params and <= 2 GFLOPs (FLOPs = 2 x MACs) at 1280x720."""
+    model = StudentNet(StudentConfig.preset("small"))
+    params = count_parameters(model)
+    flops = count_flops(model, 720, 1280)
+    assert params <= 4_000_000, params
+    assert flops <= 2_000_000_000, flops
+    assert flops > 200_000_000  # the counter really counted the convs
+    large = StudentNet(StudentConfig.preset("large"))
+    assert count_parameters(large) > params
+    assert count_flops(large, 720, 1280) <= 10_000_000_000
+
+
+def test_student_shapes_and_states():
+    torch.manual_seed(0)
+    model = StudentNet(_tiny()).eval()
+    assert model.state_names() == ["r1", "r2", "r3", "r4"]
+    state = model.initial_state(2, 90, 130)
+    assert all(float(s.abs().sum()) == 0 for s in state)
+    src, guide = torch.rand(2, 3, 90, 130), torch.rand(2, 1, 90, 130)
+    with torch.no_grad():
+        pha, fgr, *new = model(src, guide, *state)
+    assert pha.shape == (2, 1, 90, 130) and fgr.shape == (2, 3, 90, 130)
+    assert [tuple(s.shape) for s in new] == [tuple(s.shape) for s in state]
+    assert float(pha.min()) >= 0 and float(pha.max()) <= 1
+    with pytest.raises(ValueError, match="4 state tensors"):
+        model(src, guide)
+
+
+def test_student_streaming_equals_clip():
+    """Frame-by-frame streaming (batch 1, guide fallback to previous alpha) == forward_clip on a batch."""
+    torch.manual_seed(0)
+    model = StudentNet(_tiny()).eval()
+    B, T, H, W = 2, 5, 64, 96
+    src, guide = torch.rand(B, T, 3, H, W), (torch.rand(B, T, 1, H, W) > 0.5).float()
+    valid = torch.tensor([[True, False, False, True, False], [True, True, False, False, False]])
+    with torch.no_grad():
+        pha_clip, fgr_clip, final = model.forward_clip(src, guide, mask_valid=valid)
+        for b in range(B):
+            state = model.initial_state(1, H, W)
+            prev = None
+            for t in range(T):
+                g = guide[b:b + 1, t] if valid[b, t] else prev
+                pha, fgr, *state = model(src[b:b + 1, t], g, *state)
+                prev = pha
+                torch.testing.assert_close(pha[0], pha_clip[b, t], atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(fgr[0], fgr_clip[b, t], atol=1e-5, rtol=1e-4)
+    # the recurrent state really carries something from frame to frame
+    assert all(float(s.abs().sum()) > 0 for s in final)
+    assert not torch.allclose(pha_clip[:, 0], pha_clip[:, 1])
+
+
+def test_student_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = StudentNet(_tiny()).eval()
+    model.save_pretrained(tmp_path / "s")
+    again = load_student(tmp_path / "s")
+    assert again.config == model.config
+    x, g = torch.rand(1, 3, 48, 64), torch.rand(1, 1, 48, 64)
+    st = model.initial_state(1, 48, 64)
+    with torch.no_grad():
+        for a, b in zip(model(x, g, *st), again(x, g, *st)):
+            assert torch.equal(a, b)
+    other = StudentNet(StudentConfig(decoder_channels=(16, 12, 8, 8, 4)))
+    with pytest.raises(ConfigError, match="does not match"):
+        other.load_weights(model.state_dict())
+    with pytest.raises(ConfigError, match="not a student folder"):
+        load_student(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_student(tmp_path / "nope")
+
+
+def test_student_config_errors():
+    with pytest.raises(ConfigError, match="unknown"):
+        StudentConfig.preset("huge")
+    with pytest.raises(ConfigError, match="encoder"):
+        StudentConfig(encoder="resnet")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        StudentConfig.from_dict({"bogus": 1})
