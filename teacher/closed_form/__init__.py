@@ -1,0 +1,1 @@
+"""The CPU reference teacher: adaptive trimap + closed-form matting (pymatting) per frame."""

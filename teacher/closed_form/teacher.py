@@ -1,0 +1,181 @@
+"""``ClosedFormTeacher``: coarse mask -> adaptive trimap -> closed-form matting, per frame.
+
+Per frame: (1) a mask that disagrees with both neighbours (empty, full, occluded, eroded far
+beyond the band) is replaced by the previous mask (one frame of look-ahead); (2) the frame is
+downscaled so its long side is at most ``solve_size``; (3) an adaptive trimap is built
+(:mod:`.trimap`); (4) closed-form matting (Levin et al. 2008, pymatting's CG solver with an
+incomplete-Cholesky preconditioner) solves only a crop around the unknown band; (5) the alpha is
+upscaled bilinearly and refined with a guided filter on the full-resolution frame, then known
+regions are re-imposed; (6) optional temporal smoothing (off by default).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from mamakit.errors import ConfigError, DependencyError
+from mamakit.teacher.closed_form.trimap import TrimapConfig, make_trimap
+from mamakit.teacher.output import TeacherOutput
+from mamakit.teacher.prep import check_clip, empty_mask, fit_mask
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClosedFormOptions:
+    solve_size: int = 480            # long side (px) the matting is solved at; larger frames are downscaled
+    epsilon: float = 1e-7            # closed-form Laplacian regulariser
+    cg_tol: float = 1e-5             # CG relative tolerance
+    cg_maxiter: int = 2000
+    guided_radius: int = 4           # guided-filter radius at full resolution (upscale refinement)
+    guided_eps: float = 1e-4
+    repair_masks: bool = True        # replace a mask that disagrees with both neighbours
+    repair_iou: float = 0.6          # "disagrees" = IoU below this with the previous mask ...
+    temporal_smoothing: float = 0.0  # 0 = off (default); else EMA weight of the previous alpha in static pixels
+    trimap: TrimapConfig = field(default_factory=TrimapConfig)
+
+    def __post_init__(self):
+        if self.solve_size < 16:
+            raise ConfigError(f"solve_size must be >= 16 px, got {self.solve_size}")
+        if not 0.0 <= self.temporal_smoothing < 1.0:
+            raise ConfigError(f"temporal_smoothing must be in [0, 1), got {self.temporal_smoothing}")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter with a grey guide (box filters, O(N))."""
+    I = guide.astype(np.float32)
+    p = src.astype(np.float32)
+    k = (2 * radius + 1, 2 * radius + 1)
+    mean_I = cv2.boxFilter(I, -1, k)
+    mean_p = cv2.boxFilter(p, -1, k)
+    cov = cv2.boxFilter(I * p, -1, k) - mean_I * mean_p
+    var = cv2.boxFilter(I * I, -1, k) - mean_I * mean_I
+    a = cov / (var + eps)
+    b = mean_p - a * mean_I
+    return cv2.boxFilter(a, -1, k) * I + cv2.boxFilter(b, -1, k)
+
+
+class ClosedFormTeacher:
+    name = "closed-form"
+    version = "1.0"
+
+    def __init__(self, options: ClosedFormOptions | None = None):
+        try:
+            import pymatting  # noqa: F401
+        except ImportError as exc:
+            raise DependencyError(
+                f"pymatting is not installed for the closed-form teacher: install it with "
+                f"`pip install \"mamakit[teacher]\"` ({exc})") from exc
+        self.options = options or ClosedFormOptions()
+        self.weights = "none"
+
+    @classmethod
+    def build(cls, **options) -> "ClosedFormTeacher":
+        trimap = options.pop("trimap", None)
+        if isinstance(trimap, dict):
+            options["trimap"] = TrimapConfig(**trimap)
+        elif trimap is not None:
+            options["trimap"] = trimap
+        try:
+            return cls(ClosedFormOptions(**options))
+        except TypeError as exc:
+            raise ConfigError(f"bad closed-form teacher option: {exc}") from exc
+
+    # -- one frame ---------------------------------------------------------------------------------
+    def matte(self, frame: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, dict]:
+        """One frame (uint8 HxWx3) + its mask (float HxW at the frame size) -> alpha float32 HxW."""
+        from pymatting import estimate_alpha_cf
+
+        opts = self.options
+        h, w = mask.shape
+        if empty_mask(mask):
+            return np.zeros((h, w), np.float32), {"empty": True}
+        if float(mask.min()) > 1 - 1e-3:
+            return np.ones((h, w), np.float32), {"full": True}
+        scale = min(1.0, opts.solve_size / max(h, w))
+        sw, sh = max(8, int(round(w * scale))), max(8, int(round(h * scale)))
+        small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else frame
+        small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else mask
+        trimap, info = make_trimap(small, small_mask, opts.trimap)
+        alpha_s = (trimap >= 0.75).astype(np.float64)
+        unknown = trimap == 0.5
+        if unknown.any():
+            ys, xs = np.nonzero(unknown)
+            pad = 4
+            y0, y1 = max(0, ys.min() - pad), min(sh, ys.max() + pad + 1)
+            x0, x1 = max(0, xs.min() - pad), min(sw, xs.max() + pad + 1)
+            crop_t = trimap[y0:y1, x0:x1]
+            if (crop_t != 0.5).any():
+                img = small[y0:y1, x0:x1].astype(np.float64) / 255.0
+                a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
+                                      cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
+                alpha_s[y0:y1, x0:x1] = a
+            else:  # no known pixel to anchor the solve: keep the mask
+                alpha_s[y0:y1, x0:x1] = small_mask[y0:y1, x0:x1]
+        if scale < 1:
+            up = cv2.resize(alpha_s.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+            gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+            r = max(opts.guided_radius, int(round(1 / scale)))
+            refined = guided_filter(gray, up, r, opts.guided_eps)
+            tri_up = cv2.resize(trimap.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+            refined = np.where(tri_up == 1.0, 1.0, np.where(tri_up == 0.0, 0.0, refined))
+            alpha = refined
+        else:
+            alpha = alpha_s
+        info["scale"] = scale
+        return np.clip(alpha, 0.0, 1.0).astype(np.float32), info
+
+    # -- streams -----------------------------------------------------------------------------------
+    def _repaired(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One frame of look-ahead: a mask that disagrees with its previous mask while the previous
+        and next masks agree is an isolated faulty frame; use the previous mask instead."""
+        if not self.options.repair_masks:
+            yield from pairs
+            return
+        thr = self.options.repair_iou
+        prev_mask = None
+        pending = None
+        for frame, mask in pairs:
+            if pending is not None:
+                pf, pm = pending
+                if prev_mask is not None and pm.shape == prev_mask.shape == mask.shape:
+                    b_prev, b_cur, b_next = prev_mask >= 0.5, pm >= 0.5, mask >= 0.5
+                    if _iou(b_cur, b_prev) < thr and _iou(b_prev, b_next) >= thr and _iou(b_cur, b_next) < thr:
+                        log.debug("mask looks faulty (disagrees with both neighbours): using the previous mask")
+                        pm = prev_mask
+                yield pf, pm
+                prev_mask = pm
+            pending = (frame, mask)
+        if pending is not None:
+            yield pending
+
+    def stream(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
+        fitted = ((f, fit_mask(m, f.shape[1], f.shape[0])) for f, m in pairs)
+        s = self.options.temporal_smoothing
+        prev_a = prev_f = None
+        for frame, mask in self._repaired(fitted):
+            alpha, _ = self.matte(frame, mask)
+            if s > 0 and prev_a is not None and prev_a.shape == alpha.shape:
+                static = np.abs(frame.astype(np.int16) - prev_f.astype(np.int16)).max(axis=2) < 12
+                alpha = np.where(static, (1 - s) * alpha + s * prev_a, alpha).astype(np.float32)
+            prev_a, prev_f = alpha, frame
+            yield alpha
+
+    def __call__(self, frames: np.ndarray, masks: np.ndarray) -> TeacherOutput:
+        frames, masks = check_clip(frames, masks)
+        alpha = np.stack(list(self.stream(zip(frames, masks))))
+        return TeacherOutput(alpha=alpha, info={"teacher": self.name})
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "weights": self.weights,
+                "options": dataclasses.asdict(self.options)}

@@ -1,0 +1,1 @@
+"""The VideoMaMa teacher: SVD UNet + temporal VAE with mask conditioning (FIELD_GUIDE §1)."""
