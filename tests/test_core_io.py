@@ -259,3 +259,106 @@ def test_core_io_corrupt_and_zero_frame_videos(tmp_path, shared_data):
     assert zero.stat().st_size > 0
     with pytest.raises(VideoIOError, match="no decodable frames|cannot be opened|no video"):
         io.open_source(zero)
+
+
+# ---------------------------------------------------------------- video writers
+def _ramp_alpha(h, w, shift=0):
+    return np.roll(np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)), shift, axis=1)
+
+
+def test_core_io_encoders_available():
+    import av
+    for codec in ("libx264", "prores_ks", "libvpx-vp9"):
+        assert codec in av.codecs_available, codec
+
+
+@pytest.mark.parametrize("ext,size,tol", [(".mov", (63, 47), 2), (".webm", (64, 48), 8), (".webm", (63, 47), 8)])
+def test_core_io_alpha_video_roundtrip(tmp_path, ext, size, tol):
+    w, h = size
+    rng = np.random.default_rng(0)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    path = tmp_path / f"out{ext}"
+    with io.VideoWriter(path, 25, (w, h)) as vw:
+        assert vw.has_alpha
+        for t in range(4):
+            vw.write(base, _ramp_alpha(h, w, 5 * t))
+        assert not path.exists()  # only the hidden temp name exists before close
+    assert path.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    got = list(io.read_video_rgba(path))
+    assert len(got) == 4 and got[0].shape == (h, w, 4)
+    for t, fr in enumerate(got):
+        a = np.round(_ramp_alpha(h, w, 5 * t) * 255)
+        assert np.abs(fr[..., 3].astype(float) - a).mean() < tol / 2 and np.abs(fr[..., 3] - a).max() <= 4 * tol
+        assert np.abs(fr[..., :3].astype(float) - base).mean() < tol
+    with io.open_source(path) as src:  # and it is a normal video for the readers
+        assert src.count in (4, None) and src.size == (w, h) and sum(1 for _ in src) == 4
+
+
+def test_core_io_mp4_composite_roundtrip_odd_size(tmp_path):
+    w, h = 641, 359
+    rng = np.random.default_rng(1)
+    frames = [cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (0, 0), 4) for _ in range(3)]
+    path = tmp_path / "comp.mp4"
+    with io.VideoWriter(path, 30, (w, h)) as vw:
+        assert not vw.has_alpha
+        for f in frames:
+            vw.write(f)
+        with pytest.raises(ConfigError, match="no alpha"):
+            vw.write(frames[0], np.zeros((h, w), np.float32))
+    with io.open_source(path) as src:
+        assert src.size == (642, 360) and src.count == 3 and abs(src.fps - 30) < 1e-6
+        for f, ref in zip(src, frames):
+            assert np.abs(f.image[:h, :w].astype(float) - ref).mean() < 4
+
+
+def test_core_io_video_writer_atomic_on_crash_and_abort(tmp_path):
+    final = tmp_path / "crash.mov"
+    code = f"""
+import os, numpy as np
+from mamakit.io import VideoWriter
+vw = VideoWriter({str(final)!r}, 25, (32, 32))
+for _ in range(3):
+    vw.write(np.zeros((32, 32, 3), np.uint8), np.ones((32, 32), np.float32))
+os._exit(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr
+    assert not final.exists()
+    assert [p.name.startswith(".tmp-") for p in tmp_path.iterdir()] == [True]
+    # an exception inside the with-block finalises the frames written so far
+    ok = tmp_path / "partial.webm"
+    with pytest.raises(RuntimeError):
+        with io.VideoWriter(ok, 25, (32, 32)) as vw:
+            vw.write(np.zeros((32, 32, 3), np.uint8))
+            vw.write(np.zeros((32, 32, 3), np.uint8))
+            raise RuntimeError("failure during work")
+    assert len(list(io.read_video_rgba(ok))) == 2
+    gone = tmp_path / "gone.mp4"
+    vw = io.VideoWriter(gone, 25, (32, 32))
+    vw.write(np.zeros((32, 32, 3), np.uint8))
+    vw.abort()
+    assert not gone.exists() and not list(tmp_path.glob(".tmp-*gone*"))
+    with pytest.raises(ConfigError, match="extension"):
+        io.VideoWriter(tmp_path / "x.avi2", 25, (32, 32))
+    with pytest.raises(ConfigError, match="is a folder"):
+        io.VideoWriter(_mkdir(tmp_path / "d.mp4"), 25, (32, 32))
+
+
+def _mkdir(p):
+    p.mkdir()
+    return p
+
+
+def test_core_io_alpha_sinks(tmp_path):
+    a = _ramp_alpha(40, 48)
+    frame = np.full((40, 48, 3), 90, np.uint8)
+    for name in ("m.mov", "m.webm", "m.mp4"):
+        with io.open_alpha_sink(tmp_path / name, fps=10, size=(48, 40)) as sink:
+            for _ in range(2):
+                sink.write(a, frame=frame)
+        got = list(io.read_video_rgba(tmp_path / name))
+        assert len(got) == 2
+        chan = got[0][..., 3] if name != "m.mp4" else got[0][..., 0]  # mp4: gray matte video
+        assert np.abs(chan.astype(float) - a * 255).mean() < 6, name
+    with pytest.raises(ConfigError, match="unknown alpha output"):
+        io.open_alpha_sink(tmp_path / "x.gif", fps=10, size=(48, 40))

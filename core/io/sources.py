@@ -413,3 +413,38 @@ def open_source(spec, *, fps: float | None = None, open_timeout: float = 5.0) ->
     raise VideoIOError(
         f"input {path} has an unknown extension {ext or '(none)'!r}: pass a video "
         f"({', '.join(e.lstrip('.') for e in VIDEO_EXTS[:5])}), an image folder, a camera index or a URL")
+
+
+def read_video_rgba(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode a video as ``HxWx4`` uint8 RGBA frames, keeping its alpha channel when it has one
+    (ProRes 4444, VP9 with alpha, PNG/QTRLE ...). VP9 alpha lives in side data that FFmpeg's
+    native decoder drops, so VP9 is decoded with ``libvpx-vp9`` when this PyAV build has it.
+    Opaque videos get alpha 255. Raises :class:`VideoIOError` when the file cannot be opened.
+    """
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as exc:
+        raise VideoIOError(f"video {path} cannot be opened ({_av_error_text(exc)})") from exc
+    try:
+        if not container.streams.video:
+            raise VideoIOError(f"video {path} has no video stream")
+        stream = container.streams.video[0]
+        n = 0
+        if stream.codec_context.name == "vp9" and "libvpx-vp9" in av.codecs_available:
+            ctx = av.CodecContext.create("libvpx-vp9", "r")
+            packets = (pkt for pkt in container.demux(stream))
+            def frames():
+                for pkt in packets:
+                    yield from ctx.decode(pkt if pkt.size else None)
+        else:
+            def frames():
+                yield from container.decode(stream)
+        for frame in frames():
+            yield frame.to_ndarray(format="rgba")
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                return
+    finally:
+        container.close()

@@ -100,7 +100,8 @@ class VideoWriter:
 
     ``write(frame, alpha=None)``: ``frame`` is ``HxWx3`` uint8 RGB or ``HxWx4`` RGBA; for alpha
     formats ``alpha`` (float 0..1 or uint8 ``HxW``) becomes the alpha channel (default opaque).
-    H.264 with 4:2:0 needs even sizes: odd sizes are padded by one replicated row/column.
+    H.264 with 4:2:0 needs even sizes: odd sizes are padded by one replicated row/column
+    (the file is then one pixel wider/taller). ProRes and VP9 keep odd sizes.
     The file appears under its final name only on :meth:`close`.
     """
 
@@ -130,7 +131,7 @@ class VideoWriter:
             raise ConfigError(f"invalid frame rate {fps!r}: pass a positive fps")
         self.size = (w, h)
         self.fps = float(fps)
-        self._pad = pix_fmt.startswith(("yuv420", "yuva420")) and (w % 2 or h % 2)
+        self._pad = codec == "libx264" and bool(w % 2 or h % 2)  # x264 4:2:0 needs even sizes
         opts = dict(opts)
         if crf is not None and "crf" in opts:
             opts["crf"] = str(int(crf))
