@@ -6,7 +6,7 @@ STRENGTH = Gaussian sigma in source pixels, default 15), an image file, or a vid
 (looped). Every background is produced at the frame's size into a reused buffer.
 
 Foreground colour estimation (so hair does not keep the old background's colour): the old
-background is estimated cheaply at low resolution as a normalised blur of ``I·(1−α)``, then each
+background is estimated cheaply at low resolution as a normalised blur of the pixels with α ≈ 0, then each
 pixel's colour is un-mixed, ``F = (I − (1−α)·B̂) / α`` (clipped), the single-image model
 ``I = αF + (1−α)B`` solved for F (the idea behind blur-fusion foreground estimation). The
 composite is ``αF + (1−α)·B_new``.
@@ -183,64 +183,92 @@ def parse_background(spec: str | None) -> Background:
                       f"(colours: {', '.join(sorted(COLOURS))})")
 
 
-def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, scale: float = 0.25, radius: int = 8,
-                        out: np.ndarray | None = None) -> np.ndarray:
-    """Foreground colour (float32 HxWx3, 0..255 scale) from ``image`` (uint8) and ``alpha`` (0..1).
-
-    The old background B̂ is a normalised box blur of ``I·(1−α)`` at ``scale`` resolution;
-    then ``F = (I − (1−α)·B̂) / α`` where α > 0.02 (clipped to 0..255), ``F = I`` elsewhere.
-    """
+def _old_background(image: np.ndarray, alpha: np.ndarray, scale: float, radius: int) -> np.ndarray:
+    """Low-resolution estimate of the background behind the subject: the normalised blur of the
+    pure-background pixels (α ≤ 0.02), ``blur(I·w) / blur(w)``, averaged at full resolution first."""
     h, w = alpha.shape
     sw, sh = max(2, round(w * scale)), max(2, round(h * scale))
-    a_s = cv2.resize(alpha, (sw, sh), interpolation=cv2.INTER_AREA)
-    i_s = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
-    inv = 1.0 - a_s
+    bgmask = cv2.inRange(alpha, -1.0, 0.02)
+    iw = cv2.bitwise_and(image, image, mask=bgmask)
+    i_s = cv2.resize(iw, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32)
+    w_s = cv2.resize(bgmask, (sw, sh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
     k = (max(1, radius), max(1, radius))
-    num = cv2.blur(i_s * inv[..., None], k)
-    den = cv2.blur(inv, k)[..., None] + 1e-4
-    b_s = num / den
-    b = cv2.resize(b_s, (w, h), interpolation=cv2.INTER_LINEAR)
-    a = alpha[..., None]
-    f = out if out is not None else np.empty((h, w, 3), np.float32)
-    np.subtract(image, (1.0 - a) * b, out=f, casting="unsafe")
-    np.divide(f, np.maximum(a, 0.02), out=f)
+    num = cv2.blur(i_s, k)
+    den = cv2.blur(w_s, k)[..., None] + 1e-3
+    return num / den
+
+
+def _band(alpha: np.ndarray, lo: float = 0.02, hi: float = 0.98) -> np.ndarray:
+    """Flat indices of the semi-transparent pixels (where colour un-mixing matters)."""
+    return np.flatnonzero(cv2.inRange(alpha, lo, hi))
+
+
+def _unmix(image, alpha, band, scale, radius):
+    """(I_band float32 Nx3 un-mixed foreground F, α_band Nx1) for the band pixels."""
+    h, w = alpha.shape
+    b_low = _old_background(image, alpha, scale, radius)
+    sh, sw = b_low.shape[:2]
+    ys, xs = np.divmod(band, w)
+    b = b_low[np.minimum((ys * sh) // h, sh - 1), np.minimum((xs * sw) // w, sw - 1)]
+    i = image.reshape(-1, 3)[band].astype(np.float32)
+    a = alpha.reshape(-1)[band][:, None]
+    f = (i - (1.0 - a) * b) / np.maximum(a, 0.02)
     np.clip(f, 0, 255, out=f)
-    low = alpha < 0.02
-    if low.any():
-        f[low] = image[low]
-    return f
+    return f, a
+
+
+def estimate_foreground(image: np.ndarray, alpha: np.ndarray, *, scale: float = 0.25, radius: int = 8,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Foreground colour (uint8 HxWx3) from ``image`` (uint8 RGB) and ``alpha`` (float 0..1).
+
+    The old background B̂ is a normalised blur of the pure-background pixels at ``scale`` resolution; in the
+    semi-transparent band (0.02 < α < 0.98) ``F = (I − (1−α)·B̂) / α`` (clipped); elsewhere F = I
+    (opaque pixels are the foreground, fully transparent ones are invisible).
+    """
+    out = out if out is not None and out.shape == image.shape and out.dtype == np.uint8 else np.empty_like(image)
+    np.copyto(out, image)
+    band = _band(alpha)
+    if band.size:
+        f, _ = _unmix(image, alpha, band, scale, radius)
+        out.reshape(-1, 3)[band] = (f + 0.5).astype(np.uint8)
+    return out
 
 
 class Compositor:
-    """``alpha·F + (1−alpha)·B`` into a reused uint8 buffer; F estimated unless told otherwise."""
+    """``alpha·F + (1−alpha)·B`` into a reused uint8 buffer (cv2.blendLinear); with foreground
+    estimation the semi-transparent band is re-composited from the un-mixed colour F."""
 
-    def __init__(self, background: Background, estimate_fg: bool = True):
+    def __init__(self, background: Background, estimate_fg: bool = True, scale: float = 0.25, radius: int = 8):
         self.background = background
         self.estimate_fg = estimate_fg
+        self.scale, self.radius = scale, radius
         self._out: np.ndarray | None = None
-        self._f: np.ndarray | None = None
+        self._inv: np.ndarray | None = None
+        self._fg8: np.ndarray | None = None
 
     def __call__(self, frame: np.ndarray, alpha: np.ndarray, index: int = 0,
                  fgr: np.ndarray | None = None) -> np.ndarray:
         h, w = frame.shape[:2]
         if self._out is None or self._out.shape[:2] != (h, w):
             self._out = np.empty((h, w, 3), np.uint8)
-            self._f = np.empty((h, w, 3), np.float32)
+            self._inv = np.empty((h, w), np.float32)
+            self._fg8 = np.empty((h, w, 3), np.uint8)
         bg = self.background.get(frame, index)
-        a = alpha[..., None]
-        if fgr is not None:  # the student's own foreground (0..1)
-            np.multiply(fgr, 255.0, out=self._f)
-            fg = self._f
-        elif self.estimate_fg:
-            fg = estimate_foreground(frame, alpha, out=self._f)
-        else:
-            fg = frame
-        # out = bg + a·(fg − bg)
-        tmp = np.subtract(fg, bg, dtype=np.float32)
-        tmp *= a
-        tmp += bg
-        np.clip(tmp, 0, 255, out=tmp)
-        np.copyto(self._out, tmp, casting="unsafe")
+        alpha = np.ascontiguousarray(alpha, np.float32)
+        np.subtract(1.0, alpha, out=self._inv)
+        fg = frame
+        if fgr is not None:  # the student's own foreground colour (0..1)
+            np.multiply(fgr, 255.0, out=fgr)
+            np.copyto(self._fg8, np.clip(fgr, 0, 255), casting="unsafe")
+            fg = self._fg8
+        cv2.blendLinear(fg, bg, alpha, self._inv, dst=self._out)
+        if self.estimate_fg and fgr is None:
+            band = _band(alpha)
+            if band.size:
+                f, a = _unmix(frame, alpha, band, self.scale, self.radius)
+                b = bg.reshape(-1, 3)[band]
+                c = a * f + (1.0 - a) * b
+                self._out.reshape(-1, 3)[band] = np.clip(c + 0.5, 0, 255).astype(np.uint8)
         return self._out
 
     def close(self):
