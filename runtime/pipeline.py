@@ -394,6 +394,12 @@ class Pipeline:
             if self._deferred is not None:
                 raise self._deferred
         finally:
+            if held is not None:  # the caller stopped after handling this one (break / Ctrl-C)
+                now = time.perf_counter()
+                self.stats.add("sink", now - self._t_yield)
+                self.stats.latency.append(now - held[0].t_capture)
+                self.stats.frames += 1
+                self.free.put(held[1])
             self.stats.t_end = self.stats.t_end or time.perf_counter()
             if self.live:
                 self.stats.dropped = self.q_decode.dropped
