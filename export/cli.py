@@ -29,6 +29,9 @@ def add_parser(subparsers) -> None:
     o.add_argument("--calib-frames", type=int, default=64, help="at most this many calibration frames (default 64)")
     o.add_argument("--min-calib-frames", type=int, default=8, help="refuse calibration sets smaller than this (default 8)")
     o.add_argument("--calib-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    o.add_argument("--int8-scheme", default="trt", choices=["trt", "cpu"],
+                   help="trt: symmetric int8 QDQ that ONNX Runtime and TensorRT both run (default); "
+                        "cpu: u8s8 QDQ for ONNX Runtime only")
     o.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17 legacy / 18 dynamo)")
     o.add_argument("--exporter", default="auto", choices=["auto", "legacy", "dynamo"],
                    help="torch.onnx exporter (auto: legacy for static graphs, dynamo for --dynamic)")
@@ -119,7 +122,8 @@ def _onnx(args) -> int:
 
     opts = StudentExportOptions(
         size=size or (1280, 720), precision=args.precision, calib=args.calib, calib_frames=args.calib_frames,
-        min_calib_frames=args.min_calib_frames, calib_method=args.calib_method, opset=args.opset,
+        min_calib_frames=args.min_calib_frames, calib_method=args.calib_method,
+        int8_scheme=args.int8_scheme, opset=args.opset,
         exporter=args.exporter, dynamic=args.dynamic, parity_frames=args.parity_frames,
         sample_calls=args.sample_calls, threads=args.threads, seed=args.seed, overwrite=args.overwrite,
         teacher=args.teacher, training_data=args.training_data, licence=args.licence,

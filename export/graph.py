@@ -36,11 +36,13 @@ def export_module(
     exporter: str = "legacy",
     opset: int | None = None,
     dynamic_axes: dict[str, dict[int, str]] | None = None,
+    varargs_from: int | None = None,
 ) -> Path:
     """Trace ``module(*args)`` to an ONNX file at ``path`` with the given tensor names.
 
     ``dynamic_axes`` maps input/output names to {axis: symbol}; with the dynamo exporter the
-    input axes become ``Dim.AUTO`` (sizes derived inside the graph stay symbolic).
+    input axes become ``Dim.AUTO`` (sizes derived inside the graph stay symbolic unless the module
+    specialises them). ``varargs_from``: index of the first input passed through ``*args``.
     """
     import torch
 
@@ -59,9 +61,11 @@ def export_module(
         kwargs["verbose"] = False
         if dynamic_axes:
             auto = torch.export.Dim.AUTO
-            kwargs["dynamic_shapes"] = tuple(
-                {ax: auto for ax in dynamic_axes.get(name, {})} or None for name in input_names
-            )
+            specs = [{ax: auto for ax in dynamic_axes.get(name, {})} or None for name in input_names]
+            # forward(src, guide, *state): torch.export wants the var-positional part as one tuple
+            n_fixed = int(varargs_from) if varargs_from is not None else len(specs)
+            kwargs["dynamic_shapes"] = (*specs[:n_fixed], tuple(specs[n_fixed:])) if varargs_from is not None \
+                else tuple(specs)
     else:
         kwargs["dynamo"] = False
         if dynamic_axes:
@@ -159,20 +163,33 @@ class _Reader:
         raise RuntimeError("calibration data is streamed once")
 
 
+#: int8 schemes. ``trt``: int8 symmetric activations (zero-point 0), int8 symmetric per-channel
+#: weights, float biases, Conv only — the explicit-quantisation form TensorRT / TensorRT-RTX parse and
+#: build. ``cpu``: uint8 asymmetric activations + int8 weights with int32 biases, Conv only — what
+#: ONNX Runtime's x86 kernels (u8s8, VNNI) run fastest, but TensorRT rejects (non-zero zero-points,
+#: int32 DequantizeLinear).
+INT8_SCHEMES = {
+    "trt": {"activation": "QInt8", "extra": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}},
+    "cpu": {"activation": "QUInt8", "extra": {"WeightSymmetric": True}},
+}
+
+
 def quantize_int8(
     src: Path,
     dst: Path,
     feeds: Callable[[], Iterator[dict[str, np.ndarray]]],
     *,
+    scheme: str = "trt",
     per_channel: bool = True,
-    symmetric_activations: bool = True,
     method: str = "minmax",
+    op_types: Sequence[str] = ("Conv",),
     exclude_nodes: Sequence[str] = (),
 ) -> dict:
-    """Static int8 QDQ quantisation of an fp32 graph, calibrated on ``feeds()``.
+    """Static int8 QDQ quantisation of an fp32 graph, calibrated on ``feeds()`` (see INT8_SCHEMES).
 
-    Weights are int8 per output channel; activations int8 (symmetric, zero-point 0) so the same
-    graph builds with TensorRT's explicit quantisation. Returns the settings used.
+    Only ``op_types`` (default: Conv) are quantised; elementwise ops (GRU gates, the guided-filter
+    refiner, clamps) stay fp32, which keeps alpha accurate and avoids Q/DQ pairs around cheap ops.
+    Returns the settings used.
     """
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -182,6 +199,9 @@ def quantize_int8(
                "entropy": CalibrationMethod.Entropy}
     if method not in methods:
         raise ConfigError(f"unknown calibration method {method!r}: use one of {', '.join(methods)}")
+    if scheme not in INT8_SCHEMES:
+        raise ConfigError(f"unknown int8 scheme {scheme!r}: use one of {', '.join(INT8_SCHEMES)}")
+    sch = INT8_SCHEMES[scheme]
     pre = Path(dst).with_name(Path(dst).stem + ".pre.onnx")
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
@@ -191,24 +211,32 @@ def quantize_int8(
     reader = _Reader(feeds())
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_static(
-            str(pre), str(dst), reader,
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            calibrate_method=methods[method],
-            nodes_to_exclude=list(exclude_nodes),
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
-        )
-    if pre != Path(src):
-        pre.unlink(missing_ok=True)
-    return {"method": "static QDQ", "calibration": method, "per_channel": per_channel,
-            "activations": "int8 symmetric" if symmetric_activations else "int8",
-            "weights": "int8 symmetric", "calibration_frames": reader.count,
-            "onnxruntime": onnxruntime.__version__}
+    qlog = logging.getLogger()  # onnxruntime.quantization logs scale adjustments on the root logger
+    level = qlog.level
+    qlog.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(pre), str(dst), reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=getattr(QuantType, sch["activation"]),
+                weight_type=QuantType.QInt8,
+                per_channel=per_channel,
+                calibrate_method=methods[method],
+                op_types_to_quantize=list(op_types) if op_types else None,
+                nodes_to_exclude=list(exclude_nodes),
+                extra_options=dict(sch["extra"]),
+            )
+    finally:
+        qlog.setLevel(level)
+        if pre != Path(src):
+            pre.unlink(missing_ok=True)
+    return {"method": "static QDQ", "scheme": scheme, "calibration": method, "per_channel": per_channel,
+            "op_types": list(op_types) if op_types else "all",
+            "activations": "int8 symmetric" if scheme == "trt" else "uint8 asymmetric",
+            "weights": "int8 symmetric per-channel", "bias": "float" if scheme == "trt" else "int32",
+            "calibration_frames": reader.count, "onnxruntime": onnxruntime.__version__}
 
 
 def quantize_int8_dynamic(src: Path, dst: Path) -> dict:

@@ -50,6 +50,7 @@ class StudentExportOptions:
     calib_frames: int = 64                        # frames used for calibration (at most)
     min_calib_frames: int = 8                     # fewer than this -> ConfigError before work
     calib_method: str = "minmax"
+    int8_scheme: str = "trt"                      # graph.INT8_SCHEMES: trt (ORT + TensorRT) | cpu (ORT only)
     opset: int | None = None
     exporter: str = "auto"                        # auto: legacy for static graphs, dynamo for --dynamic
     dynamic: bool = False
@@ -342,8 +343,11 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
                 dyn[f"{n}i"] = {2: f"{n}_h", 3: f"{n}_w"}
         t0 = time.perf_counter()
         G.export_module(w.model, args, raw, input_names=w.input_names, output_names=w.output_names,
-                        exporter=exporter, opset=opset, dynamic_axes=dyn)
+                        exporter=exporter, opset=opset, dynamic_axes=dyn, varargs_from=2)
         slim = G.simplify(raw, fp32)
+        if o.dynamic and all(isinstance(d, int) for d in _graph_specs(fp32)[0][0]["shape"]):
+            raise ConfigError("this student specialises its input size while tracing (sizes computed with int()), so "
+                              "it has no dynamic-shape graph: export static graphs with --size WxH instead of --dynamic")
         log.info("traced in %.1f s; %d -> %d nodes (%s)", time.perf_counter() - t0, slim["nodes_before"],
                  slim["nodes_after"], slim["tool"])
         # 2. precision
@@ -355,7 +359,8 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
             conversion = G.to_fp16(fp32, final)
         else:
             feeds = _calibration_feeds(ds, w, fp32, o.size, o.calib_frames, o.threads)
-            conversion = G.quantize_int8(fp32, work / "int8.onnx", feeds, method=o.calib_method)
+            conversion = G.quantize_int8(fp32, work / "int8.onnx", feeds, scheme=o.int8_scheme,
+                                         method=o.calib_method)
             if conversion["calibration_frames"] < o.min_calib_frames:
                 raise ParityError(f"calibration saw only {conversion['calibration_frames']} frames "
                                   f"(need {o.min_calib_frames}); use a larger --calib dataset")

@@ -1,0 +1,201 @@
+"""Export: tiny StudentNet -> fp32 / fp16 / int8 bundles, verified by `mamakit export check`
+(with torch blocked), parity refusal, and the bad inputs of issue 5 (exit 2, one line, nothing written)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_one_line_error, run_cli
+
+torch = pytest.importorskip("torch")
+
+SIZE = (128, 96)
+FRAMES = 6
+
+
+def _tiny_student(seed: int = 0):
+    from mamakit.student.models import StudentConfig, StudentNet
+
+    torch.manual_seed(seed)
+    return StudentNet(StudentConfig(decoder_channels=(8, 8, 8, 8, 8), refiner_hidden=4)).eval()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def student_dir(work) -> Path:
+    d = work / "tiny-student"
+    _tiny_student().save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def student_ckpt(work) -> Path:
+    """A Lightning-style checkpoint as `mamakit distill` writes it (kind + config + prefixed weights)."""
+    from mamakit.student.loading import STUDENT_PREFIX, checkpoint_meta
+
+    m = _tiny_student()
+    path = work / "tiny.ckpt"
+    torch.save({"state_dict": {STUDENT_PREFIX + k: v for k, v in m.state_dict().items()},
+                "mamakit": {**checkpoint_meta(m.config.to_dict()), "teacher": "videomama@1.0"},
+                "global_step": 3}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib(work) -> Path:
+    from mamakit.synth import synth_dataset
+
+    synth_dataset(work / "calib", clips=2, frames=6, size=SIZE, seed=3)
+    return work / "calib"
+
+
+@pytest.fixture(scope="module")
+def bundles(work, student_dir, calib) -> dict[str, Path]:
+    from mamakit.export.student import StudentExportOptions, export_student
+
+    out = {}
+    for p in ("fp32", "fp16", "int8"):
+        out[p] = export_student(student_dir, work / f"b-{p}", StudentExportOptions(
+            size=SIZE, precision=p, calib=str(calib) if p == "int8" else None, parity_frames=FRAMES))
+    return out
+
+
+def _manifest(b: Path) -> dict:
+    return json.loads((b / "bundle.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+def test_export_bundles_pass_check_without_torch(bundles, no_torch_path):
+    for p, b in bundles.items():
+        proc = run_cli("export", "check", b, block_torch=no_torch_path)
+        assert proc.returncode == 0, (p, proc.stdout, proc.stderr)
+        assert "OK" in proc.stdout and "sample main/pha" in proc.stdout
+
+
+def test_export_manifest_records_everything(bundles, student_dir):
+    from mamakit.bundle import FORMAT_VERSION, load_bundle
+    from mamakit.fsutil import sha256_file
+
+    for p, b in bundles.items():
+        m = _manifest(b)
+        assert m["format_version"] == FORMAT_VERSION and m["kind"] == "student" and m["precision"] == p
+        assert m["processing_size"] == list(SIZE) and m["downsample_ratio"] == pytest.approx(0.4)
+        g = m["graphs"]["main"]
+        assert g["sha256"] == sha256_file(b / "main.onnx") == m["files"]["main.onnx"]
+        assert [t["name"] for t in g["inputs"]] == ["src", "guide", "r1i", "r2i", "r3i", "r4i"]
+        assert [t["name"] for t in g["outputs"]] == ["pha", "fgr", "r1o", "r2o", "r3o", "r4o"]
+        assert all(t["dtype"] == "float32" for t in g["inputs"] + g["outputs"])  # fp32 I/O at every precision
+        assert g["inputs"][0]["shape"] == [1, 3, SIZE[1], SIZE[0]] and "rgb 0..1" in g["inputs"][0]["normalisation"]
+        assert [s["input"] for s in g["state"]] == ["r1i", "r2i", "r3i", "r4i"]
+        assert all(s["init"] == "zeros" for s in g["state"])
+        assert m["source"]["sha256"] == sha256_file(student_dir / "model.safetensors")
+        assert m["toolkit_version"] and m["created"].endswith("+00:00")
+        assert m["provenance"]["licence"] == m["licence"]
+        par = m["parity"]
+        assert par["passed"] and par["clip"]["frames"] == FRAMES
+        assert par["ms_per_frame"]["onnxruntime"] > 0 and par["speedup_vs_fp32"] > 0
+        assert m["sample"]["calls"] == 3 and m["sample"]["file"] in m["files"]
+        b_ = load_bundle(b)
+        assert b_.state()[0].shape == g["state"][0]["shape"]
+    assert _manifest(bundles["fp32"])["parity"]["max_abs_diff_pha"] <= 1e-4
+    assert _manifest(bundles["fp16"])["parity"]["max_abs_diff_pha"] <= 5e-3
+    i8 = _manifest(bundles["int8"])
+    assert i8["parity"]["mad_vs_gt_onnx"] <= 1.1 * i8["parity"]["mad_vs_gt_pytorch"]
+    assert i8["export"]["conversion"]["calibration_frames"] == 12  # 2 clips x 6 frames, state carried
+    assert i8["export"]["conversion"]["scheme"] == "trt"
+
+
+def test_export_sample_is_not_trivial(bundles):
+    """The reference sample must be able to fail: alpha varies, state is non-zero after frame 0."""
+    from mamakit.export.check import load_sample
+
+    calls = load_sample(bundles["fp32"] / "sample.npz")
+    assert len(calls) == 3
+    graph, ins, outs = calls[1]
+    assert graph == "main" and set(ins) == {"src", "guide", "r1i", "r2i", "r3i", "r4i"}
+    assert float(outs["pha"].std()) > 1e-2
+    assert float(np.abs(ins["r1i"]).max()) > 0  # state carried from call 0
+    np.testing.assert_array_equal(ins["r1i"], calls[0][2]["r1o"])
+
+
+def test_export_onnx_cli_from_lightning_checkpoint(work, student_ckpt, no_torch_path):
+    out = work / "cli-bundle"
+    proc = run_cli("export", "onnx", "--checkpoint", student_ckpt, "--out", out, "--size", "128x96",
+                   "--parity-frames", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    m = _manifest(out)
+    assert m["provenance"]["teacher"] == "videomama@1.0"
+    assert m["licence"] == "CC-BY-NC-4.0"  # inherited from the VideoMaMa teacher
+    assert "non-commercial" in (out / "MODEL_CARD.md").read_text()
+    # existing bundle: refused without --overwrite, nothing changed
+    before = (out / "bundle.json").read_text()
+    proc = run_cli("export", "onnx", "--checkpoint", student_ckpt, "--out", out, "--size", "128x96")
+    assert_one_line_error(proc, 2, "--overwrite")
+    assert (out / "bundle.json").read_text() == before
+
+
+def test_export_parity_failure_writes_nothing(work, student_dir, monkeypatch):
+    import mamakit.export.student as S
+    from mamakit.errors import ParityError
+
+    monkeypatch.setitem(S.TOLERANCE, "fp16", 1e-9)  # the real fp16 graph differs from PyTorch by more
+    out = work / "refused"
+    with pytest.raises(ParityError, match="fails parity"):
+        S.export_student(student_dir, out, S.StudentExportOptions(size=SIZE, precision="fp16", parity_frames=3))
+    assert not out.exists()
+    assert not [p for p in work.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_export_tampered_bundle_names_the_file(work, bundles, no_torch_path):
+    for victim in ("main.onnx", "sample.npz"):
+        b = work / f"tampered-{victim}"
+        shutil.copytree(bundles["fp32"], b)
+        data = bytearray((b / victim).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (b / victim).write_bytes(bytes(data))
+        proc = run_cli("export", "check", b, block_torch=no_torch_path)
+        line = assert_one_line_error(proc, 2, victim)
+        assert "checksum" in line
+        assert proc.stdout == ""  # nothing printed before the error
+
+
+def test_export_newer_format_version_refused(work, bundles, no_torch_path):
+    b = work / "future"
+    shutil.copytree(bundles["fp16"], b)
+    m = _manifest(b)
+    m["format_version"] = 99
+    (b / "bundle.json").write_text(json.dumps(m))
+    assert_one_line_error(run_cli("export", "check", b, block_torch=no_torch_path), 2, "newer")
+
+
+def test_export_bad_inputs_exit_2_and_write_nothing(work, student_dir, calib, tmp_path):
+    # a checkpoint of another model kind
+    other = tmp_path / "teacher.ckpt"
+    torch.save({"state_dict": {}, "mamakit": {"kind": "teacher", "config": {}, "version": 1}}, other)
+    out = tmp_path / "b"
+    assert_one_line_error(run_cli("export", "onnx", "--checkpoint", other, "--out", out), 2, "'teacher'")
+    # int8 without calibration data
+    assert_one_line_error(run_cli("export", "onnx", "--checkpoint", student_dir, "--out", out,
+                                  "--precision", "int8"), 2, "--calib")
+    # a calibration set with too few frames
+    from mamakit.synth import synth_dataset
+
+    synth_dataset(tmp_path / "few", clips=1, frames=3, size=SIZE, seed=1)
+    assert_one_line_error(run_cli("export", "onnx", "--checkpoint", student_dir, "--out", out, "--precision",
+                                  "int8", "--calib", tmp_path / "few", "--size", "128x96"), 2, "3 frames")
+    # an unwritable output (its parent is a file)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert_one_line_error(run_cli("export", "onnx", "--checkpoint", student_dir, "--out", blocker / "b"), 2, "writ")
+    assert_one_line_error(run_cli("export", "onnx", "--checkpoint", student_dir, "--out", tmp_path / "no" / "b"),
+                          2, "does not exist")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "few", "teacher.ckpt"]
