@@ -128,11 +128,14 @@ def connectivity_levels(p: np.ndarray, t: np.ndarray, step: float = CONN_STEP) -
     of (p ≥ θ and t ≥ θ); pixels that never leave get 1."""
     n = int(round(1.0 / step))
     level = np.full(p.shape, -1.0)
+    both = np.minimum(p, t)  # p >= θ and t >= θ  <=>  min(p, t) >= θ
+    undecided = np.ones(p.shape, bool)
     for i in range(1, n + 1):
         theta = i / n
-        omega = _largest_component((p >= theta) & (t >= theta))
-        flag = (level == -1) & ~omega
+        omega = _largest_component(both >= theta)
+        flag = undecided & ~omega
         level[flag] = (i - 1) / n
+        undecided &= omega
     level[level == -1] = 1.0
     return level
 
