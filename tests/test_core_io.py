@@ -362,3 +362,39 @@ def test_core_io_alpha_sinks(tmp_path):
         assert np.abs(chan.astype(float) - a * 255).mean() < 6, name
     with pytest.raises(ConfigError, match="unknown alpha output"):
         io.open_alpha_sink(tmp_path / "x.gif", fps=10, size=(48, 40))
+
+
+def test_core_io_http_stream(tmp_path):
+    """A real HTTP stream (MPEG-TS served on 127.0.0.1) through PyAV; a 404 is a VideoIOError."""
+    import functools
+    import http.server
+    import threading
+
+    import av
+    with av.open(str(tmp_path / "clip.ts"), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(6):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * i, np.uint8), format="rgb24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        with io.open_source(f"{url}/clip.ts") as src:
+            assert src.size == (64, 48) and abs(src.fps - 25) < 1e-6
+            values = [int(f.image.mean()) for f in src]
+        assert len(values) == 6 and all(abs(v - 40 * i) <= 3 for i, v in enumerate(values))
+        with pytest.raises(VideoIOError, match="404"):
+            io.open_source(f"{url}/missing.ts")
+    finally:
+        srv.shutdown()

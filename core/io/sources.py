@@ -174,7 +174,8 @@ class _PyAVSource(FrameSource):
                                f"{self._hint}") from None
         except StreamError as exc:
             self.close()
-            raise VideoIOError(f"{self.kind} {self.spec} cannot be decoded ({exc}): {self._hint}") from exc
+            why = _av_error_text(exc.__cause__) if exc.__cause__ is not None else str(exc)
+            raise VideoIOError(f"{self.kind} {self.spec} cannot be decoded ({why}): {self._hint}") from exc
         self._first = first
         self.size = (first.shape[1], first.shape[0])
         self._used = False
