@@ -225,3 +225,22 @@ def test_core_cli_editable_install_layout():
     assert core == ROOT / "core" / "__init__.py"
     assert runtime == ROOT / "runtime" / "__init__.py"
     assert io_ == ROOT / "core" / "io" / "__init__.py"
+
+
+def test_core_cli_eval_alpha_videos(good):
+    """`--pred` may be an alpha video: ProRes 4444 / VP9 alpha channel, or a gray matte MP4."""
+    from mamakit.io import open_alpha_sink, read_alpha, video_has_alpha
+
+    tmp, gt, _ = good
+    alphas = [read_alpha(gt / f"{i:03d}.png") for i in range(3)]
+    frame = np.full((30, 40, 3), 200, np.uint8)  # the RGB must not leak into the alpha
+    for name in ("a.mov", "a.webm", "a.mp4"):
+        with open_alpha_sink(tmp / name, fps=10, size=(40, 30)) as sink:
+            for a in alphas:
+                sink.write(a, frame=frame)
+        assert video_has_alpha(tmp / name) == (name != "a.mp4")
+        proc = run_cli("eval", "--pred", tmp / name, "--gt", gt, "--json", tmp / f"{name}.json")
+        assert proc.returncode == 0, proc.stderr
+        res = json.loads((tmp / f"{name}.json").read_text())
+        assert res["frames"] == 3
+        assert res["mad"] < {"a.mov": 3, "a.webm": 60, "a.mp4": 60}[name], (name, res["mad"])

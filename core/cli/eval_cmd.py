@@ -62,11 +62,11 @@ class _Seq:
         from mamakit.io.images import read_alpha
 
         if self.video:
-            from mamakit.io.sources import read_video_rgba
+            from mamakit.io.sources import read_video_rgba, video_has_alpha
 
+            channel = 3 if video_has_alpha(self.path) else 0  # alpha channel, or a gray matte video
             for rgba in read_video_rgba(self.path):
-                a = rgba[..., 3]
-                yield (a if a.min() < 255 else rgba[..., 0]).astype("float32") / 255.0
+                yield rgba[..., channel].astype("float32") / 255.0
         else:
             for i in (order if order is not None else range(len(self.files))):
                 yield read_alpha(self.files[i])

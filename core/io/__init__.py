@@ -29,13 +29,14 @@ from mamakit.io.sources import (
     gstreamer_available,
     open_source,
     read_video_rgba,
+    video_has_alpha,
 )
 from mamakit.io.writers import ALPHA_VIDEO_EXTS, VIDEO_FORMATS, AlphaPngWriter, AlphaVideoSink, VideoWriter, open_alpha_sink
 
 __all__ = [
     "IMAGE_EXTS", "VIDEO_EXTS", "VIDEO_FORMATS", "ALPHA_VIDEO_EXTS",
     "Frame", "FrameSource", "ImageFolderSource", "ImageFileSource", "VideoFileSource", "UrlSource",
-    "WebcamSource", "GStreamerSource", "open_source", "read_video_rgba", "gstreamer_available",
+    "WebcamSource", "GStreamerSource", "open_source", "read_video_rgba", "video_has_alpha", "gstreamer_available",
     "MaskSource", "open_masks", "read_mask", "resize_mask",
     "read_image", "read_alpha", "write_alpha_png", "write_image", "list_images", "natural_key",
     "AlphaPngWriter", "VideoWriter", "AlphaVideoSink", "open_alpha_sink",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -320,7 +321,7 @@ class WebcamSource(_CaptureSource):
         self._cap = None
         index = int(index)
         dev = Path(f"/dev/video{index}")
-        if os.name == "posix" and Path("/dev").is_dir() and not dev.exists():
+        if sys.platform.startswith("linux") and not dev.exists():  # V4L2: fail fast, no probing
             raise VideoIOError(f"camera {index} not found ({dev} does not exist): "
                                "plug a camera in or pass another index, a video file or a URL")
         cap = cv2.VideoCapture(index)
@@ -449,3 +450,21 @@ def read_video_rgba(path: str | os.PathLike, max_frames: int | None = None) -> I
                 return
     finally:
         container.close()
+
+
+def video_has_alpha(path: str | os.PathLike) -> bool:
+    """Whether a video file carries an alpha channel (pixel format with alpha, or VP9/Matroska
+    ``alpha_mode``). Raises :class:`VideoIOError` when it cannot be opened."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return False
+            stream = container.streams.video[0]
+            if str(stream.metadata.get("alpha_mode", stream.metadata.get("ALPHA_MODE", "0"))) == "1":
+                return True
+            fmt = stream.codec_context.pix_fmt or ""
+            return fmt.startswith(("yuva", "rgba", "bgra", "argb", "abgr", "gbrap", "ya", "pal8"))
+    except av.FFmpegError as exc:
+        raise VideoIOError(f"video {path} cannot be opened ({_av_error_text(exc)})") from exc
