@@ -130,8 +130,9 @@ class _OnnxSegmenter:
         h, w = frame.shape[:2]
         if self.fixed:
             th, tw = self.fixed
-        elif self.recurrent:
-            th, tw = h, w
+        elif self.recurrent:  # matting graphs with a refiner: run at <= size*1.6 on the long side
+            s = min(1.0, self.size * 1.6 / max(h, w))
+            th, tw = max(2, round(h * s)), max(2, round(w * s))
         else:  # dynamic single-image model: longest side = size, multiples of 32
             s = self.size / max(h, w)
             th, tw = max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
@@ -140,7 +141,7 @@ class _OnnxSegmenter:
         x = x[None] if self.nhwc else x.transpose(2, 0, 1)[None]
         feeds = {self.image_in.name: np.ascontiguousarray(x), **self.state}
         if self.ratio:
-            feeds[self.ratio] = np.array([min(1.0, 384.0 / max(h, w))], np.float32)
+            feeds[self.ratio] = np.array([min(1.0, 256.0 / max(th, tw))], np.float32)
         outs = self.sess.run(None, feeds)
         names = [o.name for o in self.sess.get_outputs()]
         res = dict(zip(names, outs))
