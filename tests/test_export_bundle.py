@@ -1,5 +1,6 @@
 """Export: tiny StudentNet -> fp32 / fp16 / int8 bundles, verified by `mamakit export check`
-(with torch blocked), parity refusal, and the bad inputs of issue 5 (exit 2, one line, nothing written)."""
+(with torch blocked), parity refusal, the bad inputs of issue 5 (exit 2, one line, nothing written),
+and TensorRT-RTX ahead-of-time engine builds for every precision."""
 from __future__ import annotations
 
 import json
@@ -199,3 +200,55 @@ def test_export_bad_inputs_exit_2_and_write_nothing(work, student_dir, calib, tm
                           2, "does not exist")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "few", "teacher.ckpt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# TensorRT-RTX: ahead-of-time engine builds (running engines needs a GPU: runtime tests)
+@pytest.fixture(scope="module")
+def rtx_bundles(work, bundles) -> dict[str, Path]:
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx is not installed (pip install \"mamakit[rtx]\")")
+    out = {}
+    for p, b in bundles.items():  # copies: building engines adds files to a bundle
+        out[p] = work / f"rtx-{p}"
+        shutil.copytree(b, out[p])
+    return out
+
+
+def test_export_trt_rtx_builds_every_precision(rtx_bundles, no_torch_path):
+    """TensorRT-RTX builds an engine ahead of time (no GPU needed) for every exported precision."""
+    from mamakit.bundle import load_bundle
+    from mamakit.export.trt import build_engines
+
+    for p, b in rtx_bundles.items():
+        entries = build_engines(b, workspace_mb=256)
+        assert len(entries) == 1
+        e = entries[0]
+        assert e["backend"] == "tensorrt-rtx" and e["trt_version"] == __import__("tensorrt_rtx").__version__
+        assert e["precision"] == p and e["strongly_typed"] and e["precision_source"].startswith("graph")
+        assert e["profiles"][0]["src"] == {"min": [1, 3, SIZE[1], SIZE[0]], "opt": [1, 3, SIZE[1], SIZE[0]],
+                                           "max": [1, 3, SIZE[1], SIZE[0]]}
+        assert e["timing_cache"]["used"] is False and "runtime" in e["timing_cache"]["reason"]
+        engine = b / e["file"]
+        assert engine.stat().st_size > 10_000
+        bundle = load_bundle(b)  # re-checksummed: the engine is listed and verified
+        assert e["file"] in bundle.manifest["files"] and bundle.engines[0]["file"] == e["file"]
+        # deserialising needs a GPU; the plan is at least a real TensorRT-RTX file
+        proc = run_cli("export", "check", b, block_torch=no_torch_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "engine main" in proc.stdout
+
+
+def test_export_trt_cli_targets_and_precision_rules(rtx_bundles, tmp_path):
+    b = rtx_bundles["fp32"]
+    cache = tmp_path / "timing.cache"
+    proc = run_cli("export", "trt", "--bundle", b, "--workspace", "128", "--compute-capability", "8.6",
+                   "--timing-cache", cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "tensorrt-rtx" in proc.stdout
+    m = json.loads((b / "bundle.json").read_text())
+    rtx = [e for e in m["engines"] if e["backend"] == "tensorrt-rtx"]
+    assert len(rtx) == 1 and rtx[0]["compute_capability"] == "8.6" and rtx[0]["workspace_mb"] == 128
+    # strongly typed: precision must come from the graph
+    assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--precision", "fp16"), 2, "strongly typed")
+    assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--compute-capability", "5.0"), 2, "compute")
+    assert not cache.exists()  # TensorRT-RTX has no timing cache: nothing pretends to be one
