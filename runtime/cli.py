@@ -105,9 +105,11 @@ def run(args) -> int:
     from . import sinks as S
     from .composite import Compositor, parse_background
     from .masks import FileMasks, PromptedMasks, SegmenterMasks, build_segmenter, default_segmenter, parse_prompt
+    from .masks import check_prompt_inside
     from .matter import Matter
     from .pipeline import Stats
     from .providers import normalise
+    from .sessions import session_class
 
     t0 = time.perf_counter()
     # -- 1. arguments ------------------------------------------------------------------------------
@@ -119,12 +121,21 @@ def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     points, labels, box = parse_prompt(args.prompt)
-    if (args.prompt or args.prompt_frame) and not args.guide:
-        raise ConfigError("--prompt/--prompt-frame need --guide SAM2MATTE_BUNDLE (the bundle that follows the prompt)")
+    if args.prompt_frame < 0:
+        raise ConfigError(f"--prompt-frame must be >= 0, got {args.prompt_frame}")
     if args.masks and args.segmenter:
         raise ConfigError("give either --masks or --segmenter, not both")
     # -- 2. bundles (checksums before any provider line) -------------------------------------------
     bundle = _resolve_bundle(args.bundle)
+    main_prompted = session_class(bundle.kind).needs_prompt
+    if (args.prompt or args.prompt_frame) and not (args.guide or main_prompted):
+        raise ConfigError("--prompt/--prompt-frame need a promptable bundle: --guide SAM2MATTE_BUNDLE "
+                          "(or --bundle SAM2MATTE_BUNDLE)")
+    if main_prompted and args.guide:
+        raise ConfigError(f"--bundle {bundle.root} is already a {bundle.kind} bundle; --guide needs a student --bundle")
+    if main_prompted and not (args.prompt or args.masks):
+        raise ConfigError(f"bundle {bundle.root} ({bundle.kind}) needs a prompt: pass --prompt X,Y or "
+                          "--prompt box=X0,Y0,X1,Y1 (source pixels), or a first-frame --masks file")
     guide_bundle = None
     if args.guide:
         from mamakit.bundle import load_bundle
@@ -158,11 +169,18 @@ def run(args) -> int:
     is_camera = source.is_live and classify_spec(args.source) in ("camera", "gstreamer")
     live = source.is_live if args.mode == "auto" else args.mode == "live"
     fps = source.fps or args.fps or 30.0
+    try:
+        check_prompt_inside(points, box, tuple(source.size))
+    except ConfigError:
+        source.close()
+        raise
     opened: list[S.Sink] = []
     masks = matter = compositor = None
     try:
         # -- 5. masks / guide ----------------------------------------------------------------------
-        if args.guide:
+        if main_prompted:
+            masks = FileMasks(args.masks, getattr(source, "names", None)) if args.masks else None
+        elif args.guide:
             init = FileMasks(args.masks, getattr(source, "names", None)) if args.masks else None
             masks = PromptedMasks(guide_bundle, points=points, labels=labels, box=box, prompt_frame=args.prompt_frame,
                                   provider=provider, threads=args.threads, init_mask=init)
@@ -171,7 +189,7 @@ def run(args) -> int:
                               n_frames=None if args.loop else source.count)
         elif args.segmenter:
             masks = SegmenterMasks(build_segmenter(args.segmenter, provider, args.threads), every=args.segment_every)
-        elif not bundle.manifest.get("guide_optional", False):
+        elif not bundle.manifest.get("guide_optional", False) and not main_prompted:
             seg = default_segmenter()
             if seg is not None:
                 masks = SegmenterMasks(seg, every=args.segment_every)
@@ -183,17 +201,22 @@ def run(args) -> int:
             log.info("guide: %s", masks.description)
         if isinstance(masks, PromptedMasks):
             holder["click"] = masks.click
+        elif main_prompted:
+            holder["click"] = lambda x, y, neg: matter.click(x, y, neg)
         else:
             holder["click"] = lambda x, y, neg: log.warning("click ignored: prompting needs --guide SAM2MATTE_BUNDLE")
         # -- 6. session (the provider line) --------------------------------------------------------
         matter = Matter.load(bundle, provider=provider, threads=args.threads, fit=args.fit,
                              scene_cut=args.scene_cut, smooth=args.smooth)
+        if main_prompted and (points is not None or box is not None):
+            matter.set_prompt(points=points, labels=labels, box=box, frame=args.prompt_frame)
         stats.extra.update(provider=matter.provider, bundle=str(bundle.root), precision=bundle.precision,
                            processing_size=list(bundle.processing_size), source=str(args.source),
                            source_size=list(source.size), mode="live" if live else "offline")
         if args.serve is not None:
             srv = S.ServeSink(args.serve, stats_fn=lambda: stats.to_dict(),
-                              prompt_fn=(lambda *a: holder["click"](*a)) if isinstance(masks, PromptedMasks) else None)
+                              prompt_fn=(lambda *a: holder["click"](*a)) if (isinstance(masks, PromptedMasks)
+                                                                            or main_prompted) else None)
             srv.check()
             outputs.append(srv)
         # -- 7. outputs ----------------------------------------------------------------------------

@@ -274,25 +274,53 @@ class PromptedMasks(MaskProvider):
 
 
 def parse_prompt(spec: str | None, frame_hint: str = "--prompt"):
-    """``X,Y[;X,Y...]`` (positive points; prefix ``-`` for a negative point) or ``box:X0,Y0,X1,Y1``
-    -> ``(points, labels, box)`` in source pixels."""
+    """Prompt text -> ``(points, labels, box)`` in source pixels (None when ``spec`` is empty).
+
+    Items separated by ``;``: ``X,Y`` or ``point=X,Y`` (positive point), ``-X,Y`` or ``neg=X,Y``
+    (negative point), ``box=X0,Y0,X1,Y1`` or ``box:X0,Y0,X1,Y1`` (at most one box).
+    """
     if not spec:
         return None, None, None
-    s = spec.strip()
+    pts, labels, box = [], [], None
     try:
-        if s.lower().startswith("box:"):
-            vals = [float(v) for v in s[4:].split(",")]
-            if len(vals) != 4 or vals[2] <= vals[0] or vals[3] <= vals[1]:
-                raise ValueError
-            return None, None, np.array(vals, np.float32)
-        pts, labels = [], []
-        for part in s.split(";"):
+        for part in str(spec).split(";"):
             part = part.strip()
-            neg = part.startswith("-")
-            x, y = (float(v) for v in part.lstrip("-+").split(","))
+            if not part:
+                continue
+            low = part.lower()
+            if low.startswith(("box=", "box:")):
+                vals = [float(v) for v in part[4:].split(",")]
+                if len(vals) != 4 or box is not None:
+                    raise ValueError
+                box = np.array(vals, np.float32)
+                continue
+            neg = False
+            for prefix, is_neg in (("point=", False), ("pos=", False), ("neg=", True), ("-", True), ("+", False)):
+                if low.startswith(prefix):
+                    part, neg = part[len(prefix):], is_neg
+                    break
+            x, y = (float(v) for v in part.split(","))
             pts.append((x, y))
             labels.append(0 if neg else 1)
-        return np.array(pts, np.float32), np.array(labels, np.int32), None
     except ValueError as exc:
-        raise ConfigError(f"{frame_hint} {spec!r} is not 'X,Y[;X,Y…]' (a '-' before a point makes it negative) "
-                          "or 'box:X0,Y0,X1,Y1' in source pixels") from exc
+        raise ConfigError(f"{frame_hint} {spec!r} is not 'X,Y' / 'point=X,Y' (';'-separated, 'neg=X,Y' negative) "
+                          "or 'box=X0,Y0,X1,Y1' in source pixels") from exc
+    if box is not None and (box[2] <= box[0] or box[3] <= box[1]):
+        raise ConfigError(f"{frame_hint} box {box.tolist()} has zero area: give X0,Y0,X1,Y1 with X1 > X0 and Y1 > Y0")
+    if not pts and box is None:
+        raise ConfigError(f"{frame_hint} {spec!r} holds no point or box")
+    points = np.array(pts, np.float32) if pts else None
+    return points, (np.array(labels, np.int32) if pts else None), box
+
+
+def check_prompt_inside(points, box, size: tuple[int, int], what: str = "--prompt") -> None:
+    """A prompt outside the frame is an input error (exit 2)."""
+    w, h = size
+    if points is not None:
+        for x, y in np.asarray(points).reshape(-1, 2):
+            if not (0 <= x < w and 0 <= y < h):
+                raise ConfigError(f"{what} point ({x:g}, {y:g}) is outside the {w}x{h} frame")
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
+            raise ConfigError(f"{what} box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} frame")

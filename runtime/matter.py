@@ -34,6 +34,10 @@ class Matter:
         self._cut = SceneCutDetector(scene_cut)
         self.smoother = AlphaSmoother(smooth) if smooth > 0 else None
         self._size: tuple[int, int] | None = None
+        self._n = 0
+        self._prompt = None          # (points, labels, box) waiting for its frame
+        self._prompt_frame = -1
+        self._prompted = False
 
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike, provider: str = "auto", threads: int | None = None, *,
@@ -58,19 +62,43 @@ class Matter:
     def bundle(self) -> Bundle:
         return self.session.bundle
 
+    # -- prompts (sessions with needs_prompt, e.g. SAM2-Matte) ---------------------------------------
+    def set_prompt(self, *, points=None, labels=None, box=None, frame: int | None = None) -> None:
+        """Prompt in source pixels, applied on frame ``frame`` (None: the next frame). Thread-safe."""
+        self._prompt_frame = -1 if frame is None else int(frame)
+        self._prompt = (points, labels, box)
+
+    def click(self, x: float, y: float, negative: bool = False) -> None:
+        self.set_prompt(points=np.array([[x, y]], np.float32), labels=np.array([0 if negative else 1], np.int32))
+
+    def apply_prompt(self, index: int, has_mask: bool = False) -> bool:
+        """Hand a due prompt to the session; False while a session that needs one has none yet."""
+        p = self._prompt
+        if p is not None and (self._prompt_frame < 0 or index >= self._prompt_frame):
+            self._prompt = None
+            self.session.set_prompt(points=p[0], labels=p[1], box=p[2])
+            self._prompted = True
+        if has_mask:
+            self._prompted = True
+        return self._prompted or not self.session.needs_prompt
+
     # -- one frame at a time ---------------------------------------------------------------------
     def scene_cut(self, frame: np.ndarray) -> bool:
-        return self._cut(frame)
+        # a prompted tracker keeps its memory across cuts (it handles the object leaving itself)
+        return False if self.session.needs_prompt else self._cut(frame)
 
     def step(self, frame: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """HxWx3 uint8 RGB (any size) -> float32 HxW alpha at that size (a new array)."""
         size = (frame.shape[1], frame.shape[0])
-        reset = self._cut(frame) or (self._size is not None and size != self._size)
+        reset = self.scene_cut(frame) or (self._size is not None and size != self._size)
         self._size = size
         if reset:
             self.session.reset()
             if self.smoother is not None:
                 self.smoother.reset()
+        index, self._n = self._n, self._n + 1
+        if not self.apply_prompt(index, mask is not None):
+            return np.zeros(frame.shape[:2], np.float32)
         alpha = self.session.step(frame, mask)
         if self.smoother is not None:
             alpha = self.smoother(alpha)
@@ -80,6 +108,9 @@ class Matter:
         self.session.reset()
         self._cut.reset()
         self._size = None
+        self._n = 0
+        if self.session.needs_prompt:
+            self._prompted = False
         if self.smoother is not None:
             self.smoother.reset()
 

@@ -316,7 +316,13 @@ class Pipeline:
             else:
                 if w.reset:
                     m.session.reset()
-                w.alpha = m.session.step(w.frame, w.mask)
+                    if m.session.needs_prompt and m._prompted:
+                        log.warning("frame %s: the tracked object is lost after the reset; prompt again", w.index)
+                        m._prompted = False
+                if m.apply_prompt(w.index, w.mask is not None):
+                    w.alpha = m.session.step(w.frame, w.mask)
+                else:  # a prompted model before its prompt: nothing is selected yet
+                    w.alpha = np.zeros(w.frame.shape[:2], np.float32)
             self.stats.add("infer", time.perf_counter() - t0)
             if not _put(self.q_infer, w, stop):
                 return
@@ -373,15 +379,15 @@ class Pipeline:
         held = None
         try:
             while True:
-                item = _get(self.q_out, self.stop_event)
-                now = time.perf_counter()
-                if held is not None:
+                if held is not None:  # the caller is back: it has finished with the held result
+                    now = time.perf_counter()
                     res, slot = held
                     self.stats.add("sink", now - self._t_yield)
                     self.stats.latency.append(now - res.t_capture)
                     self.stats.frames += 1
                     self.free.put(slot)
                     held = None
+                item = _get(self.q_out, self.stop_event)
                 if item is _END:
                     self._raise()
                     break
