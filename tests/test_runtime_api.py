@@ -342,3 +342,21 @@ def test_runtime_imports_and_runs_without_torch(probe_bundle, no_torch_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "ok cpu" in p.stdout
+
+
+def test_runtime_prompt_parsing_and_refusals():
+    from mamakit.runtime.masks import check_prompt_inside, parse_prompt
+
+    p, l, b = parse_prompt("point=10,20;neg=30,40")
+    assert p.tolist() == [[10, 20], [30, 40]] and l.tolist() == [1, 0] and b is None
+    p, l, b = parse_prompt("box=1,2,30,40")
+    assert p is None and b.tolist() == [1, 2, 30, 40]
+    assert parse_prompt("5,6")[0].tolist() == [[5, 6]] and parse_prompt(None) == (None, None, None)
+    for bad in ("box=5,5,5,9", "nonsense", "point=1", "box=1,2,3"):
+        with pytest.raises(ConfigError):
+            parse_prompt(bad)
+    check_prompt_inside(np.array([[0, 0], [99, 49]]), None, (100, 50))
+    with pytest.raises(ConfigError, match="outside"):
+        check_prompt_inside(np.array([[100, 10]]), None, (100, 50))
+    with pytest.raises(ConfigError, match="outside"):
+        check_prompt_inside(None, np.array([120, 0, 150, 20]), (100, 50))

@@ -221,3 +221,26 @@ def test_runtime_cli_interrupt_while_writing_leaves_playable_outputs(bundles, cl
         n, size = _count_frames(tmp_path / name)
         assert n >= frames - 1 and n > 0 and size == (160, 90), (name, n, frames)
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_runtime_cli_onnx_person_segmenter_guides_the_student(shared_dir, tmp_path_factory, tmp_path):
+    """A real person segmenter (RVM's ONNX, given by path) as the guide: with the probe bundle the
+    written alpha IS the guide, so its IoU with the first-frame person masks measures the segmenter."""
+    rvm = shared_dir / "models" / "rvm_mobilenetv3_fp32.onnx"
+    if not rvm.is_file():
+        pytest.skip(f"{rvm} is absent")
+    root = tmp_path_factory.getbasetemp() / "runtime_bundles"
+    root.mkdir(exist_ok=True)
+    probe = build_probe_bundle(root, size=(480, 270))
+    d = shared_dir / "data" / "matanyone_sample0"
+    p = run_cli("run", "--bundle", probe, "--source", d / "frames", "--segmenter", rvm, "--max-frames", 1,
+                "--alpha", tmp_path / "alpha", "--threads", 2)
+    assert p.returncode == 0, p.stderr
+    assert "guide: segmenter onnx:rvm_mobilenetv3_fp32.onnx" in p.stderr
+    a = cv2.imread(str(tmp_path / "alpha" / "0000.png"), cv2.IMREAD_GRAYSCALE) > 127
+    gt = np.zeros_like(a)
+    for n in ("0000_person1.png", "0000_person2.png"):
+        m = cv2.imread(str(d / "masks" / n), cv2.IMREAD_GRAYSCALE)
+        gt |= cv2.resize(m, a.shape[::-1], interpolation=cv2.INTER_NEAREST) > 127
+    iou = (a & gt).sum() / (a | gt).sum()
+    assert iou > 0.85, iou
