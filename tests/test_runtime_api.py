@@ -360,3 +360,26 @@ def test_runtime_prompt_parsing_and_refusals():
         check_prompt_inside(np.array([[100, 10]]), None, (100, 50))
     with pytest.raises(ConfigError, match="outside"):
         check_prompt_inside(None, np.array([120, 0, 150, 20]), (100, 50))
+
+
+def test_runtime_engine_request_without_gpu_falls_back(probe_bundle, tmp_path, caplog):
+    import json
+    import shutil
+
+    from mamakit.bundle import write_manifest
+    from mamakit.runtime import Matter, providers
+
+    b = tmp_path / "with_engine"
+    shutil.copytree(probe_bundle, b)
+    (b / "main.engine").write_bytes(b"not a real engine: only its manifest entry is read without a GPU")
+    m = json.loads((b / "bundle.json").read_text())
+    m["engines"] = [{"graph": "main", "file": "main.engine", "backend": "tensorrt-rtx", "trt_version": "1.7.1",
+                     "compute_capability": "8.9"}]
+    write_manifest(b, m)
+    providers._warned.clear()
+    caplog.set_level(logging.WARNING, logger="mamakit")
+    mt = Matter.load(b, provider="rtx-engine", announce=False)
+    assert mt.provider == "cpu"
+    lines = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
+    assert len(lines) == 1 and "rtx-engine" in lines[0], lines
+    assert mt.step(_frame(64, 36), np.ones((36, 64), np.float32)).mean() > 0.99

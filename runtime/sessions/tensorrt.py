@@ -145,7 +145,7 @@ class EngineBackend:
         self.stream = _check(cudart.cudaStreamCreate())
         w, h = bundle.processing_size
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.in_dtype = np.float16 if "16" in str(self.engine.get_tensor_dtype("src")).lower() else np.float32
+        self.in_dtype = np.float32  # fp16 engines get their inputs converted on the host (see run)
         self.has_fgr = "fgr" in names
         self.state = bundle.state("main")
         self._bufs: dict[str, tuple[int, int]] = {}  # name -> (ptr, nbytes)
@@ -175,7 +175,11 @@ class EngineBackend:
         for name, (ptr, _) in self._bufs.items():
             self.ctx.set_tensor_address(name, ptr)
         self._k = 0
-        self._fgr_scratch = np.zeros((1, 3, h, w), np.float32)
+        # fp16 engines: inputs are converted on the host, outputs come down as half and are widened
+        self._half_out = {n: np.zeros((1, 3 if n == "fgr" else 1, h, w), np.float16) for n in ("pha", "fgr")
+                          if n in names and "16" in str(self.engine.get_tensor_dtype(n)).lower()}
+        self._half_in = {n: np.zeros((1, 3 if n == "src" else 1, h, w), np.float16) for n in ("src", "guide")
+                         if "16" in str(self.engine.get_tensor_dtype(n)).lower()}
         _check(cudart.cudaStreamSynchronize(self.stream))
 
     def reset(self) -> None:
@@ -192,16 +196,22 @@ class EngineBackend:
             self.ctx.set_tensor_address(st.input, cur[0])
             self.ctx.set_tensor_address(st.output, nxt[0])
         for name, arr in (("src", src), ("guide", guide)):
+            if name in self._half_in:
+                np.copyto(self._half_in[name], arr, casting="unsafe")
+                arr = self._half_in[name]
             ptr, nbytes = self._bufs[name]
             _check(c.cudaMemcpyAsync(ptr, arr.ctypes.data, min(nbytes, arr.nbytes), h2d, self.stream))
         if not self.ctx.execute_async_v3(self.stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
-        ptr, nbytes = self._bufs["pha"]
-        _check(c.cudaMemcpyAsync(pha_out.ctypes.data, ptr, min(nbytes, pha_out.nbytes), d2h, self.stream))
-        if self.has_fgr and fgr_out is not None:
-            ptr, nbytes = self._bufs["fgr"]
-            _check(c.cudaMemcpyAsync(fgr_out.ctypes.data, ptr, min(nbytes, fgr_out.nbytes), d2h, self.stream))
+        outs = [("pha", pha_out)] + ([("fgr", fgr_out)] if self.has_fgr and fgr_out is not None else [])
+        for name, host in outs:
+            dst = self._half_out.get(name, host)
+            ptr, nbytes = self._bufs[name]
+            _check(c.cudaMemcpyAsync(dst.ctypes.data, ptr, min(nbytes, dst.nbytes), d2h, self.stream))
         _check(c.cudaStreamSynchronize(self.stream))
+        for name, host in outs:
+            if name in self._half_out:
+                np.copyto(host, self._half_out[name], casting="unsafe")
         self._k = 1 - self._k
 
     def close(self) -> None:
