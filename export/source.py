@@ -35,6 +35,7 @@ class Source:
     is_folder: bool
     config: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)   # the checkpoint's "mamakit" block (files) / {} (folders)
+    ema: bool | None = None                    # EMA weights present (Lightning EMAWeightAveraging)
 
     def provenance(self, *, teacher: str | None = None, data: str | None = None,
                    licence: str | None = None) -> dict:
@@ -110,4 +111,5 @@ def read_source(path: str | Path) -> Source:
         raise ConfigError(f"checkpoint {path} holds a {kind!r} model; `mamakit export onnx` exports "
                           f"{' and '.join(KNOWN_KINDS)} models")
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    return Source(path, kind, sha256_file(path), False, cfg, meta)
+    ema = isinstance(ckpt, dict) and "current_model_state" in ckpt
+    return Source(path, kind, sha256_file(path), False, cfg, meta, ema)
