@@ -111,12 +111,13 @@ def load_videomama(base_model, unet, *, unet_config=None, dtype: str = "fp32"):
     paths = resolve_paths(base_model, unet, unet_config)
     tdtype = torch_dtype(dtype)
     vae_dir = paths["vae_dir"]
+    quiet = dict(low_cpu_mem_usage=False)  # no `accelerate` needed
     vae = AutoencoderKLTemporalDecoder.from_pretrained(vae_dir, torch_dtype=tdtype,
-                                                       variant=_variant(vae_dir, dtype, "VAE"))
+                                                       variant=_variant(vae_dir, dtype, "VAE"), **quiet)
     if "unet_dir" in paths:
         udir = paths["unet_dir"]
         model = UNetSpatioTemporalConditionModel.from_pretrained(udir, torch_dtype=tdtype,
-                                                                 variant=_variant(udir, dtype, "UNet"))
+                                                                 variant=_variant(udir, dtype, "UNet"), **quiet)
     else:
         cfg = _read_config(paths["unet_config"], "UNet")
         model = UNetSpatioTemporalConditionModel.from_config(cfg)

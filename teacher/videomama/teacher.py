@@ -115,6 +115,17 @@ class VideoMaMaTeacher:
             noise_aug_strength=opts.noise_aug_strength, decode_chunk=opts.decode_chunk,
             deterministic=opts.deterministic, device=self.device, dtype=self.dtype)
 
+    def to(self, device) -> "VideoMaMaTeacher":
+        """Move the models to ``device`` (used by ``mamakit label`` to put each rank on its own GPU)."""
+        import torch
+
+        device = torch.device(device)
+        if not self.options.cpu_offload:
+            self.pipeline.unet.to(device)
+            self.pipeline.vae.to(device)
+        self.device = self.pipeline._device = device
+        return self
+
     # -- construction ------------------------------------------------------------------------------
     @classmethod
     def tiny(cls, seed: int = 0, in_channels: int = 12, **options) -> "VideoMaMaTeacher":
