@@ -187,6 +187,11 @@ def test_runtime_cli_camera_lost_mid_stream_finalises_and_exits_1(bundles, tmp_p
                 yield Frame(i, f"{i:05d}", np.full((64, 96, 3), 20 * i, np.uint8))
 
     monkeypatch.setattr(mio, "open_source", lambda spec, **kw: UnpluggedCamera(spec))
+    import logging
+
+    lg = logging.getLogger("mamakit")  # main() configures it: restore it for the tests that follow
+    for attr in ("handlers", "propagate", "level"):
+        monkeypatch.setattr(lg, attr, getattr(lg, attr))
     code = main(["run", "--bundle", str(bundles["probe"]), "--source", "0", "--mode", "offline",
                  "--composite", str(tmp_path / "c.mp4"), "--alpha", str(tmp_path / "a"),
                  "--stats", str(tmp_path / "s.json")])
