@@ -249,3 +249,25 @@ def test_runtime_cli_onnx_person_segmenter_guides_the_student(shared_dir, tmp_pa
         gt |= cv2.resize(m, a.shape[::-1], interpolation=cv2.INTER_NEAREST) > 127
     iou = (a & gt).sum() / (a | gt).sum()
     assert iou > 0.85, iou
+
+
+def test_runtime_cli_two_stage_guide_bundle_feeds_the_student(bundles, tmp_path, tmp_path_factory):
+    """--guide: a second bundle's alpha (its own processing size) is the student's guide on every frame."""
+    root = tmp_path_factory.getbasetemp() / "runtime_bundles"
+    guide = build_probe_bundle(root, size=(96, 54))  # the low-resolution stage
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), np.full((90, 160, 3), 30 if i < 3 else 220, np.uint8))
+    m = np.zeros((90, 160), np.uint8)
+    m[20:70, 50:110] = 255
+    cv2.imwrite(str(tmp_path / "first.png"), m)
+    p = run_cli("run", "--bundle", bundles["probe"], "--guide", guide, "--masks", tmp_path / "first.png",
+                "--source", frames, "--alpha", tmp_path / "alpha", "--scene-cut", 0.3)
+    assert p.returncode == 0, p.stderr
+    assert "scene cut" in p.stderr and "guide:" in p.stderr
+    # the cut at frame 3 resets the student (its own previous alpha is gone): the square survives
+    # only because the guide stage hands it over on every frame
+    for i in range(5):
+        a = cv2.imread(str(tmp_path / "alpha" / f"{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
+        assert a[45, 80] > 240 and a[5, 5] < 15 and a[45, 20] < 15, i
