@@ -67,6 +67,22 @@ class Source:
                 "checkpoint": self.path.name, "checkpoint_sha256": self.sha256}
 
 
+def _safetensors_meta(path: Path) -> dict:
+    """The ``__metadata__`` of a safetensors header (8-byte little-endian length + JSON); {} if unreadable."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                return {}
+            header = json.loads(f.read(n))
+        meta = header.get("__metadata__") or {}
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
 def read_source(path: str | Path) -> Source:
     """Identify a checkpoint file or a ``save_pretrained`` folder (exit 2 on anything else)."""
     path = Path(path)
@@ -82,7 +98,8 @@ def read_source(path: str | Path) -> Source:
             cfg = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{cfg_path} is not valid JSON ({exc}); re-save the model") from exc
-        kind = str(cfg.get("kind") or cfg.get("_mamakit_kind") or "student") if isinstance(cfg, dict) else "student"
+        kind = str((cfg.get("kind") if isinstance(cfg, dict) else None) or _safetensors_meta(weights).get("kind")
+                   or "student")
         if kind not in KNOWN_KINDS:
             raise ConfigError(f"checkpoint folder {path} holds a {kind!r} model; `mamakit export onnx` exports "
                               f"{' and '.join(KNOWN_KINDS)} models")
