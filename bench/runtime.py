@@ -272,6 +272,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="512x288,1280x720,1920x1080")
     ap.add_argument("--frames", type=int, default=60, help="frames per end-to-end clip / model-only loop")
     ap.add_argument("--soak", type=int, default=10000, help="soak frames (0 = skip)")
+    ap.add_argument("--soak-bundle", help="bundle for the soak (default: the int8 bundle, else fp32)")
+    ap.add_argument("--skip-e2e", action="store_true", help="only model-only and soak")
     ap.add_argument("--json", default="runtime_bench.json")
     ap.add_argument("--quick", action="store_true", help="20 frames, 300-frame soak")
     args = ap.parse_args()
@@ -296,7 +298,8 @@ def main() -> int:
     mo_rvm = {f"{w}x{h}": model_only_rvm(rvm, (w, h), args.threads, args.frames) for w, h in sizes} if rvm.exists() else {}
     res["model_only"] = {"ours": mo, "rvm": mo_rvm}
     # 2./3. end-to-end
-    clips = {f"{w}x{h}": make_clip(work / f"in_{w}x{h}.mp4", (w, h), args.frames) for w, h in sizes}
+    clips = {} if args.skip_e2e else {f"{w}x{h}": make_clip(work / f"in_{w}x{h}.mp4", (w, h), args.frames)
+                                      for w, h in sizes}
     e2e: dict = {}
     for key, clip in clips.items():
         w, h = parse_sizes(key)[0]
@@ -317,7 +320,9 @@ def main() -> int:
         res["target_720p_e2e_ge_1.5x_rvm_model_only"] = {"best_ratio": best, "passed": best >= 1.5}
     # 4. soak
     if args.soak:
-        res["soak"] = soak(bundles.get("int8") or bundles["fp32"], args.soak, args.threads)
+        sb = Path(args.soak_bundle) if args.soak_bundle else (bundles.get("int8") or bundles["fp32"])
+        res["soak"] = soak(sb, args.soak, args.threads)
+        res["soak"]["bundle"] = str(sb)
 
     # ---- tables
     print(f"### Runtime (threads={args.threads}, {args.frames} frames per clip; CPU: {os.cpu_count()} cores)\n")

@@ -17,6 +17,7 @@ before the failure has been delivered.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -50,9 +51,13 @@ class Result:
 class Stats:
     """Per-stage times, end-to-end latency and throughput of one run."""
 
+    #: latency percentiles are computed over the most recent frames (bounded memory on endless streams)
+    WINDOW = 20_000
+
     def __init__(self):
-        self.times: dict[str, list[float]] = {s: [] for s in STAGES}
-        self.latency: list[float] = []
+        self._sum: dict[str, float] = {s: 0.0 for s in STAGES}
+        self._n: dict[str, int] = {s: 0 for s in STAGES}
+        self.latency: collections.deque[float] = collections.deque(maxlen=self.WINDOW)
         self.frames = 0
         self.dropped = 0
         self.resets = 0
@@ -64,19 +69,18 @@ class Stats:
         self._lock = threading.Lock()
 
     def add(self, stage: str, dt: float) -> None:
-        lst = self.times[stage]
-        lst.append(dt)
-        if len(lst) > 200_000:  # bounded memory on endless streams
-            del lst[: len(lst) // 2]
+        self._sum[stage] += dt
+        self._n[stage] += 1
 
     @staticmethod
-    def _pct(values: list[float], q: float) -> float:
+    def _pct(values, q: float) -> float:
+        values = list(values)
         return float(np.percentile(values, q) * 1e3) if values else float("nan")
 
     def to_dict(self) -> dict:
         end = self.t_end or time.perf_counter()
         wall = end - (self.t_first or self.t_start)
-        stage_ms = {s: (float(np.mean(v) * 1e3) if v else 0.0) for s, v in self.times.items()}
+        stage_ms = {s: (self._sum[s] / self._n[s] * 1e3 if self._n[s] else 0.0) for s in STAGES}
         frame_ms = wall / self.frames * 1e3 if self.frames else float("nan")
         d = {
             "frames": self.frames,
