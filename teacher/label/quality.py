@@ -9,7 +9,8 @@
 * ``edge_sharpness`` — mean alpha gradient magnitude (per pixel) over transition pixels
   (0.05 < α < 0.95), 0..~1; blurry mattes score low;
 * ``empty_mask_frames`` / ``empty_mask`` — frames with an empty mask (alpha forced to 0);
-* ``score`` — ``mask_agreement × exp(−flicker / 20)``, in 0..1; ``--min-quality`` compares it.
+* ``score`` — ``mask_agreement × exp(−flicker / 20)``, in 0..1 (0 for an all-empty-mask clip);
+  ``--min-quality`` compares it.
 
 Statistics are computed on a copy downscaled to at most 256 px on the long side.
 """
@@ -73,8 +74,10 @@ class QualityAccumulator:
         pairs = max(1, self.n - 1)
         agreement = self.iou_sum / n
         flicker = 1e3 * self.flicker_sum / pairs
+        empty = self.n > 0 and self.empty == self.n
+        score = 0.0 if empty else agreement * math.exp(-flicker / 20.0)  # an all-empty clip teaches nothing
         return {
-            "score": round(agreement * math.exp(-flicker / 20.0), 4),
+            "score": round(score, 4),
             "mask_agreement": round(agreement, 4),
             "temporal_stability": round(1.0 - self.change_sum / pairs, 4),
             "flicker": round(flicker, 3),

@@ -89,6 +89,25 @@ def _clean_stale_tmp(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _check_output(out: Path) -> None:
+    """The output folder can be created/written: probed with a real temporary file (root ignores modes)."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} is a file: pass a folder")
+    if not out.exists() and out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"output {out} cannot be created: {out.parent} is a file; choose another folder")
+    check_writable_dir(out, "output")
+    where = out if out.exists() else out.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mamakit-probe-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"output path {out} is not writable ({exc.strerror}): choose a folder you can write to") \
+            from None
+
+
 def label(cfg: LabelConfig) -> dict:
     from mamakit.teacher.label.clips import check_job, discover
     from mamakit.teacher.sam2_masks import MaskProvider
@@ -99,11 +118,7 @@ def label(cfg: LabelConfig) -> dict:
     if cfg.alpha_bits not in (8, 16):
         raise ConfigError(f"--alpha-bits must be 8 or 16, got {cfg.alpha_bits}")
     out = Path(cfg.out)
-    check_writable_dir(out, "output")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"output {out} is a file: pass a folder")
-    if out.exists() and not os.access(out, os.W_OK):
-        raise ConfigError(f"output folder {out} is not writable: choose a folder you can write to")
+    _check_output(out)
     if cfg.prompts and cfg.masks:
         raise ConfigError("pass either --masks or --prompt, not both")
 
