@@ -298,6 +298,17 @@ def test_runtime_backgrounds_and_foreground_estimation(tmp_path):
     img = tmp_path / "bg.png"
     cv2.imwrite(str(img), np.full((40, 30, 3), (10, 20, 30), np.uint8))
     assert (parse_background(str(img)).get(f, 0) == [30, 20, 10]).all()  # BGR file -> RGB
+    from mamakit.io import VideoWriter
+
+    vid = tmp_path / "bg.mp4"
+    with VideoWriter(vid, 10, (64, 48)) as vw:
+        for v in (20, 120, 220):
+            vw.write(np.full((48, 64, 3), v, np.uint8))
+    vb = parse_background(str(vid))
+    got = [int(vb.get(f, i).mean()) for i in range(5)]
+    assert [abs(g - e) < 6 for g, e in zip(got, (20, 120, 220, 20, 120))] == [True] * 5, got  # looped
+    assert vb.get(f, 5).shape == f.shape
+    vb.close()
     for bad in ("notacolour", "blur:x", str(tmp_path / "missing.png")):
         with pytest.raises(ConfigError):
             parse_background(bad)
