@@ -75,6 +75,10 @@ def test_runtime_web_preview_shows_composite_in_headless_chromium(chromium, tmp_
             shot = tmp_path / "preview.png"
             page.locator("#view").screenshot(path=str(shot))
             stats = json.loads(page.evaluate("fetch('/stats.json').then(r => r.text())"))
+            # a click on the picture posts a prompt; without a promptable bundle the server says so
+            with page.expect_response(lambda r: r.url.endswith("/prompt")) as resp:
+                page.locator("#view").click(position={"x": 20, "y": 20})
+            assert resp.value.status == 409
             browser.close()
         img = cv2.cvtColor(cv2.imread(str(shot)), cv2.COLOR_BGR2RGB)
         h, w = img.shape[:2]
