@@ -214,36 +214,6 @@ def _graph_specs(path: Path) -> tuple[list[dict], list[dict]]:
     return [spec(v, norm) for v in m.graph.input], [spec(v, norm) for v in m.graph.output]
 
 
-def _run_torch(w: _Wrapped, clip_inputs) -> tuple[list, list, float]:
-    """PyTorch over the clip with state carried; returns per-frame (pha, fgr), recorded calls, ms/frame."""
-    state = w.init_state
-    outs, calls, times = [], [], []
-    for src, guide in clip_inputs:
-        t = time.perf_counter()
-        pha, fgr, new = w.step(src, guide, state)
-        times.append(time.perf_counter() - t)
-        calls.append(({"src": src, "guide": guide,
-                       **{f"{n}i": s.numpy() for n, s in zip(w.names, state)}},
-                      {"pha": pha, "fgr": fgr, **{f"{n}o": s.numpy() for n, s in zip(w.names, new)}}))
-        outs.append((pha, fgr))
-        state = new
-    return outs, calls, _ms(times)
-
-
-def _run_ort(path: Path, w: _Wrapped, clip_inputs, threads: int) -> tuple[list, float]:
-    sess = G.ort_session(path, threads)
-    names = [o.name for o in sess.get_outputs()]
-    state = {f"{n}i": s.numpy() for n, s in zip(w.names, w.init_state)}
-    outs, times = [], []
-    for src, guide in clip_inputs:
-        t = time.perf_counter()
-        res = dict(zip(names, sess.run(None, {"src": src, "guide": guide, **state})))
-        times.append(time.perf_counter() - t)
-        outs.append((res["pha"], res["fgr"]))
-        state = {f"{n}i": res[f"{n}o"] for n in w.names}
-    return outs, _ms(times)
-
-
 def _ms(times: list[float]) -> float:
     t = times[2:] if len(times) > 4 else times  # first calls warm up caches and allocators
     return float(np.median(t) * 1e3) if t else float("nan")
@@ -274,16 +244,56 @@ def _calibration_feeds(ds, w: _Wrapped, fp32_graph: Path, size, limit: int, thre
     return gen
 
 
-def parity_clip(size: tuple[int, int], frames: int, seed: int):
-    """A synthetic clip with exact ground truth at the processing size: (inputs, gt alphas)."""
+def measure_parity(w: _Wrapped, graph: Path, size: tuple[int, int], frames: int, seed: int, threads: int,
+                   fp32_graph: Path | None = None, keep_calls: int = 3) -> tuple[dict, list]:
+    """Stream a synthetic clip with exact ground truth (``mamakit.synth.make_clip``) through PyTorch
+    and ONNX Runtime (``graph``; also ``fp32_graph`` for the speed ratio), each carrying its own
+    state frame to frame. Nothing but the first ``keep_calls`` PyTorch calls is kept in memory.
+
+    Returns (statistics, calls) with calls = [(inputs, pytorch outputs), ...].
+    """
     from mamakit.synth import make_clip
 
     clip = make_clip(seed, frames, size)
-    inputs, gts = [], []
+    sess = G.ort_session(graph, threads)
+    sess32 = G.ort_session(fp32_graph, threads) if fp32_graph is not None else None
+    outn = [x.name for x in sess.get_outputs()]
+    zeros = {f"{n}i": s.numpy() for n, s in zip(w.names, w.init_state)}
+    st_t, st_o, st_32 = w.init_state, dict(zeros), dict(zeros)
+    t_t, t_o, t_32 = [], [], []
+    dpha, mpha, dfgr, mad_t, mad_o, calls = [], [], [], [], [], []
     for i in range(frames):
-        inputs.append(to_inputs(np.asarray(clip.frames[i]), np.asarray(clip.masks[i], np.float32), size))
-        gts.append(_resize(np.asarray(clip.alpha[i], np.float32), size))
-    return inputs, gts
+        src, guide = to_inputs(np.asarray(clip.frames[i]), np.asarray(clip.masks[i], np.float32), size)
+        gt = _resize(np.asarray(clip.alpha[i], np.float32), size).astype(np.float64)
+        t = time.perf_counter()
+        pha, fgr, new = w.step(src, guide, st_t)
+        t_t.append(time.perf_counter() - t)
+        feed = {"src": src, "guide": guide, **st_o}
+        t = time.perf_counter()
+        res = dict(zip(outn, sess.run(None, feed)))
+        t_o.append(time.perf_counter() - t)
+        if sess32 is not None:
+            t = time.perf_counter()
+            r32 = dict(zip(outn, sess32.run(None, {"src": src, "guide": guide, **st_32})))
+            t_32.append(time.perf_counter() - t)
+            st_32 = {f"{n}i": r32[f"{n}o"] for n in w.names}
+        if i < keep_calls:
+            calls.append(({"src": src, "guide": guide, **{f"{n}i": s.numpy() for n, s in zip(w.names, st_t)}},
+                          {"pha": pha, "fgr": fgr, **{f"{n}o": s.numpy() for n, s in zip(w.names, new)}}))
+        d = np.abs(res["pha"].astype(np.float64) - pha)
+        dpha.append(float(d.max()))
+        mpha.append(float(d.mean()))
+        dfgr.append(float(np.max(np.abs(res["fgr"].astype(np.float64) - fgr))))
+        mad_t.append(float(np.mean(np.abs(pha[0, 0] - gt))))
+        mad_o.append(float(np.mean(np.abs(res["pha"][0, 0] - gt))))
+        st_t = new
+        st_o = {f"{n}i": res[f"{n}o"] for n in w.names}
+    torch_ms, ort_ms = _ms(t_t), _ms(t_o)
+    stats = {"frames": frames, "max_abs_diff_pha": max(dpha), "mean_abs_diff_pha": float(np.mean(mpha)),
+             "max_abs_diff_fgr": max(dfgr), "mad_vs_gt_pytorch": float(np.mean(mad_t)),
+             "mad_vs_gt_onnx": float(np.mean(mad_o)), "torch_ms": torch_ms, "ort_ms": ort_ms,
+             "fp32_ms": _ms(t_32) if t_32 else ort_ms}
+    return stats, calls
 
 
 def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
@@ -366,20 +376,15 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
                                   f"(need {o.min_calib_frames}); use a larger --calib dataset")
             G.simplify(work / "int8.onnx", final)
         # 3. parity on a synthetic clip with ground truth
-        inputs, gts = parity_clip(o.size, o.parity_frames, o.seed)
-        ref, calls, torch_ms = _run_torch(w, inputs)
-        got, ort_ms = _run_ort(final, w, inputs, o.threads)
-        if o.precision == "fp32":
-            fp32_ms = ort_ms
-        else:
-            _, fp32_ms = _run_ort(fp32, w, inputs, o.threads)
-        parity = _parity_report(o, ref, got, gts, torch_ms, ort_ms, fp32_ms)
+        k = max(1, min(o.sample_calls, o.parity_frames))
+        stats, calls = measure_parity(w, final, o.size, o.parity_frames, o.seed, o.threads,
+                                      fp32_graph=None if o.precision == "fp32" else fp32, keep_calls=k)
+        parity = _parity_report(o, stats)
         if not parity["passed"]:
             raise ParityError(f"{o.precision} graph fails parity: {parity['failure']}; no bundle written")
         # 4. reference sample: the first K PyTorch calls (inputs + outputs)
-        k = max(1, min(o.sample_calls, len(calls)))
         sample = {}
-        for i, (ins, outs) in enumerate(calls[:k]):
+        for i, (ins, outs) in enumerate(calls):
             for name, a in ins.items():
                 sample[f"{i:03d}/main/in/{name}"] = np.ascontiguousarray(a, np.float32)
             for name, a in outs.items():
@@ -389,7 +394,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
         if o.precision in SAMPLE_ATOL:
             atol = SAMPLE_ATOL[o.precision]
         else:  # int8: the graph differs from PyTorch by quantisation error; bound it by what was measured
-            atol = float(min(0.5, max(0.02, 2.0 * _sample_delta(final, calls[:k], ["pha", "fgr"], o.threads))))
+            atol = float(min(0.5, max(0.02, 2.0 * _sample_delta(final, calls, ["pha", "fgr"], o.threads))))
         # 5. manifest
         ins, outs = _graph_specs(final)
         state = [StateSpec(f"{n}i", f"{n}o", list(s.shape), "float32", "zeros").to_dict()
@@ -445,19 +450,15 @@ def _sample_delta(graph: Path, calls, names, threads) -> float:
     return d
 
 
-def _parity_report(o: StudentExportOptions, ref, got, gts, torch_ms, ort_ms, fp32_ms) -> dict:
-    def mad(p, t):  # mean absolute difference in alpha units (0..1); ×1e3 gives the community's MAD
-        return float(np.mean(np.abs(p.astype(np.float64) - t)))
-
-    dpha = [float(np.max(np.abs(a[0] - b[0]))) for a, b in zip(ref, got)]
-    dfgr = [float(np.max(np.abs(a[1] - b[1]))) for a, b in zip(ref, got)]
-    mad_torch = float(np.mean([mad(r[0][0, 0], g) for r, g in zip(ref, gts)]))
-    mad_ort = float(np.mean([mad(r[0][0, 0], g) for r, g in zip(got, gts)]))
+def _parity_report(o: StudentExportOptions, st: dict) -> dict:
+    mad_torch, mad_ort = st["mad_vs_gt_pytorch"], st["mad_vs_gt_onnx"]
+    torch_ms, ort_ms, fp32_ms = st["torch_ms"], st["ort_ms"], st["fp32_ms"]
+    dpha = [st["max_abs_diff_pha"]]
     rep = {
-        "clip": {"generator": "mamakit.synth.make_clip", "seed": o.seed, "frames": len(ref),
+        "clip": {"generator": "mamakit.synth.make_clip", "seed": o.seed, "frames": st["frames"],
                  "size": list(o.size), "state": "carried frame to frame (PyTorch and ONNX Runtime separately)"},
-        "max_abs_diff_pha": max(dpha), "mean_abs_diff_pha": float(np.mean([np.mean(np.abs(a[0] - b[0])) for a, b in zip(ref, got)])),
-        "max_abs_diff_fgr": max(dfgr),
+        "max_abs_diff_pha": st["max_abs_diff_pha"], "mean_abs_diff_pha": st["mean_abs_diff_pha"],
+        "max_abs_diff_fgr": st["max_abs_diff_fgr"],
         "mad_vs_gt_pytorch": mad_torch, "mad_vs_gt_onnx": mad_ort,
         "ms_per_frame": {"pytorch": torch_ms, "onnxruntime": ort_ms, "onnxruntime_fp32": fp32_ms,
                          "threads": o.threads, "provider": "CPUExecutionProvider"},

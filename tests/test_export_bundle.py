@@ -252,3 +252,19 @@ def test_export_trt_cli_targets_and_precision_rules(rtx_bundles, tmp_path):
     assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--precision", "fp16"), 2, "strongly typed")
     assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--compute-capability", "5.0"), 2, "compute")
     assert not cache.exists()  # TensorRT-RTX has no timing cache: nothing pretends to be one
+
+
+def test_export_trt_engine_deserialises_on_a_gpu(rtx_bundles):
+    """Where a CUDA GPU exists, the engine built ahead of time deserialises with the bundle's tensor names."""
+    from mamakit.export.trt import _gpu, build_engines
+
+    if _gpu() is None:
+        pytest.skip("no usable CUDA GPU here: TensorRT-RTX engines are built ahead of time but cannot run")
+    import tensorrt_rtx as trt
+
+    b = rtx_bundles["fp16"]
+    e = build_engines(b, workspace_mb=256)[0]
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine((b / e["file"]).read_bytes())
+    assert engine is not None
+    names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    assert names == {"src", "guide", "pha", "fgr"} | {f"r{i}{io}" for i in range(1, 5) for io in "io"}
