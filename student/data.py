@@ -35,7 +35,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-from mamakit.errors import ConfigError, MamakitError
+from mamakit.errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class ClipWindows(TorchDataset):
             start = 0
         try:
             return self._make(c, start, rng)
-        except MamakitError:
+        except (ConfigError, DependencyError):
             raise
         except Exception as exc:  # a corrupt or unreadable clip: skip it, count it
             log.warning("skipping sample %d (clip %s): %s", i, self.source.key(c), exc)

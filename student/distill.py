@@ -137,7 +137,9 @@ class StudentDistillation(pl.LightningModule):
             p = getattr(cb, attr, "") if cb is not None else ""
             if p and os.path.exists(p):
                 return p
-        return "none written yet (lower model.lr or use precision 32)"
+        if cb is not None and cb.dirpath and (Path(cb.dirpath) / "last.ckpt").is_file():
+            return str(Path(cb.dirpath) / "last.ckpt")
+        return "none written yet"
 
     def _check_finite(self, value: torch.Tensor, what: str) -> None:
         if not bool(torch.isfinite(value).all()):
@@ -216,6 +218,11 @@ class StudentDistillation(pl.LightningModule):
             self._t_last = (now, self.global_step)
             log.info("step %d  loss %.4f  lr %.2e%s", self.global_step, total_value, opt.param_groups[0]["lr"], rate)
         return torch.tensor(total_value)
+
+    def on_train_start(self) -> None:
+        self.start_step = int(self.global_step)  # > 0 when resumed
+        if self.start_step:
+            log.info("resumed at step %d", self.start_step)
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -309,7 +316,8 @@ def run_distill(args: list[str], ckpt_path: str | None = None) -> dict[str, Any]
     trainer.callbacks.append(SaveResolvedConfig(text))
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     cb = trainer.checkpoint_callback
-    out: dict[str, Any] = {"global_step": int(trainer.global_step)}
+    out: dict[str, Any] = {"global_step": int(trainer.global_step),
+                           "start_step": int(getattr(cli.model, "start_step", 0))}
     if cb is not None and cb.dirpath:
         out["checkpoint_dir"] = str(cb.dirpath)
         last = Path(cb.dirpath) / "last.ckpt"

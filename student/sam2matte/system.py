@@ -1,0 +1,222 @@
+"""The Lightning system that fine-tunes SAM2-Matte on clips through SAM2's memory mechanism.
+
+Each batch is ``frames [B,T,3,S,S]`` (0..1) and ``alpha [B,T,S,S]``. Frame 0 gets a simulated
+prompt (a click inside the object, its box with jitter, or its mask), the other frames are
+tracked through the memory bank; losses are L1 + Laplacian + gradient on alpha, plus a
+segmentation term on the logits and BCE on the occlusion score.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from mamakit import __version__
+from mamakit.errors import ConfigError
+
+from . import adapter
+from .config import Sam2MatteConfig, tiny_config
+from .losses import matting_losses
+from .model import Sam2Matte
+
+log = logging.getLogger(__name__)
+
+PROMPT_KINDS = ("click", "box", "mask")
+
+
+#: prompts are padded to this many points (label -1), as in the exported ``prompt`` graph
+PROMPT_POINTS = 4
+
+
+def simulate_prompt(alpha0: torch.Tensor, kind: str, rng: np.random.Generator, jitter: float = 0.1,
+                    max_points: int = PROMPT_POINTS):
+    """alpha0 [B,S,S] -> (points [B,P,2] | None, labels [B,P] int32 | None, mask_inputs [B,1,S,S] | None).
+    Click and box prompts are padded to ``max_points`` with label -1 (the runtime does the same)."""
+    b, s, _ = alpha0.shape
+    hard = (alpha0 > 0.5).cpu().numpy()
+    if kind == "mask":
+        return None, None, torch.from_numpy(hard.astype(np.float32))[:, None].to(alpha0.device)
+    pts, lbs = [], []
+    for i in range(b):
+        ys, xs = np.nonzero(hard[i])
+        if len(xs) == 0:  # nothing visible: a click in the middle (the loss then teaches "absent")
+            ys, xs = np.array([s // 2]), np.array([s // 2])
+        if kind == "click":
+            # prefer interior pixels: those whose 5x5 neighbourhood is inside
+            import cv2
+
+            inner = cv2.erode(hard[i].astype(np.uint8), np.ones((5, 5), np.uint8))
+            iy, ix = np.nonzero(inner)
+            if len(ix):
+                ys, xs = iy, ix
+            j = rng.integers(len(xs))
+            pts.append([[xs[j], ys[j]]])
+            lbs.append([1])
+        else:
+            x0, x1, y0, y1 = xs.min(), xs.max(), ys.min(), ys.max()
+            w, h = x1 - x0 + 1, y1 - y0 + 1
+            d = rng.uniform(-jitter, jitter, 4) * np.array([w, h, w, h])
+            box = np.clip([x0 + d[0], y0 + d[1], x1 + d[2], y1 + d[3]], 0, s - 1)
+            pts.append([[box[0], box[1]], [box[2], box[3]]])
+            lbs.append([2, 3])
+    for pt, lb in zip(pts, lbs):
+        while len(pt) < max_points:
+            pt.append([0.0, 0.0])
+            lb.append(-1)
+    points = torch.tensor(np.asarray(pts, np.float32), device=alpha0.device)
+    labels = torch.tensor(np.asarray(lbs, np.int32), device=alpha0.device)
+    return points, labels, None
+
+
+def build_config(model: dict | None) -> Sam2MatteConfig:
+    """A full config dict, or ``{"preset": "tiny" | "sam2.1-tiny|small|base_plus|large", ...fields}``."""
+    import dataclasses
+
+    from .config import sam21_config
+
+    model = dict(model or {"preset": "tiny"})
+    preset = model.pop("preset", None)
+    if preset is None:
+        return Sam2MatteConfig.from_dict(model)
+    size = int(model.pop("image_size", 256 if preset == "tiny" else 1024))
+    if preset == "tiny":
+        base = tiny_config(size)
+    elif preset.startswith("sam2.1-"):
+        base = sam21_config(preset[len("sam2.1-"):], size)
+    else:
+        raise ConfigError(f"unknown SAM2-Matte preset {preset!r} (tiny, sam2.1-tiny, sam2.1-small, "
+                          "sam2.1-base_plus, sam2.1-large)")
+    return dataclasses.replace(base, **model) if model else base
+
+
+class Sam2MatteSystem(pl.LightningModule):
+    """Losses, prompt simulation, freezing and optimisers around a :class:`Sam2Matte`."""
+
+    def __init__(
+        self,
+        model: dict | None = None,
+        sam2_checkpoint: str | None = None,
+        init_weights: str | None = None,
+        freeze: list[str] | tuple[str, ...] = ("image_encoder",),
+        lr: float = 1e-4,
+        encoder_lr_mult: float = 0.1,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        loss_weights: dict | None = None,
+        prompt_probs: dict | None = None,
+        low_res: int | None = None,
+        low_res_fraction: float = 0.7,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        cfg = build_config(model)
+        self.model = Sam2Matte(cfg)
+        if sam2_checkpoint:
+            adapter.load_sam2_checkpoint(self.model.sam, sam2_checkpoint)
+        if init_weights:
+            from .io import load_sam2_matte
+
+            self.model.load_weights(load_sam2_matte(init_weights).state_dict())
+        groups = adapter.frozen_groups(self.model.sam)
+        bad = sorted(set(freeze) - set(groups))
+        if bad:
+            raise ConfigError(f"cannot freeze {bad}: known parts are {sorted(groups)}")
+        for name in freeze:
+            for mod in groups[name]:
+                mod.requires_grad_(False)
+        self.freeze = tuple(freeze)
+        self.weights = {"l1": 1.0, "lap": 1.0, "grad": 1.0, "seg": 0.5, "obj": 0.2, **(loss_weights or {})}
+        probs = {"click": 0.45, "box": 0.45, "mask": 0.1, **(prompt_probs or {})}
+        tot = sum(probs.values())
+        self.prompt_p = np.array([probs[k] / tot for k in PROMPT_KINDS])
+        self.rng = np.random.default_rng(seed)
+        # progressive resolution: the first part of the run at ``low_res`` with tied weights
+        self._low = {"model": self.model.tied_copy(low_res)} if low_res else {}
+        self._t0 = None
+
+    def _use_low_res(self) -> bool:
+        """True in the first ``low_res_fraction`` of the budget (CPU budget, else max_time, else steps)."""
+        if not self._low or self.trainer is None:
+            return False
+        frac = self.hparams.low_res_fraction
+        for cb in self.trainer.callbacks:
+            if type(cb).__name__ == "CpuBudget":
+                return cb.fraction() < frac
+        for cb in self.trainer.callbacks:
+            if type(cb).__name__ == "Timer" and getattr(cb, "_duration", None):
+                import time
+
+                if self._t0 is None:
+                    self._t0 = time.monotonic()
+                return time.monotonic() - self._t0 < frac * cb._duration
+        max_steps = self.trainer.max_steps
+        return max_steps is not None and max_steps > 0 and self.global_step < frac * max_steps
+
+    @property
+    def config(self) -> Sam2MatteConfig:
+        return self.model.config
+
+    def forward(self, frames, points=None, labels=None, mask_inputs=None, model=None):
+        return (model or self.model).track_clip(frames, points, labels, mask_inputs,
+                                                encoder_grad="image_encoder" not in self.freeze)
+
+    def _step(self, batch, stage: str, kind: str | None = None):
+        frames, alpha = batch["frames"], batch["alpha"]
+        model = None
+        if stage == "train" and self._use_low_res():
+            import torch.nn.functional as F
+
+            model = self._low["model"]
+            s = model.config.image_size
+            b, t = alpha.shape[:2]
+            frames = F.interpolate(frames.flatten(0, 1), size=(s, s), mode="area").unflatten(0, (b, t))
+            alpha = F.interpolate(alpha.flatten(0, 1)[:, None], size=(s, s), mode="area")[:, 0].unflatten(0, (b, t))
+        kind = kind or str(self.rng.choice(PROMPT_KINDS, p=self.prompt_p))
+        points, labels, mask_inputs = simulate_prompt(alpha[:, 0], kind, self.rng)
+        out = self(frames, points, labels, mask_inputs, model=model)
+        terms = matting_losses(out, alpha, self.weights)
+        with torch.no_grad():
+            p, g = out["alpha"] > 0.5, alpha > 0.5
+            inter = (p & g).flatten(2).sum(-1).float()
+            union = (p | g).flatten(2).sum(-1).float()
+            iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).mean()
+        bs = frames.shape[0]
+        self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()}, batch_size=bs,
+                      prog_bar=False, on_step=stage == "train", on_epoch=stage != "train")
+        if stage == "train":
+            self.log("train/size", float(frames.shape[-1]), batch_size=bs)
+        self.log(f"{stage}/iou", iou, batch_size=bs, prog_bar=True, on_step=stage == "train", on_epoch=stage != "train")
+        return terms["loss"]
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val", kind="click")
+
+    def configure_optimizers(self):
+        enc = [p for p in self.model.sam.image_encoder.parameters() if p.requires_grad]
+        enc_ids = {id(p) for p in enc}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        groups = [{"params": rest, "lr": self.hparams.lr}]
+        if enc:
+            groups.append({"params": enc, "lr": self.hparams.lr * self.hparams.encoder_lr_mult})
+        opt = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
+        warm = max(1, int(self.hparams.warmup_steps))
+        total = self.trainer.estimated_stepping_batches if self.trainer else 10_000
+        total = int(total) if np.isfinite(total) else 10_000
+
+        def lr_at(step):
+            if step < warm:
+                return (step + 1) / warm
+            frac = min(1.0, (step - warm) / max(1, total - warm))
+            return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["mamakit"] = {"kind": "sam2-matte", "config": self.config.to_dict(), "version": __version__}

@@ -1,0 +1,208 @@
+"""Distillation with Lightning: loss goes down, resume continues, checkpoints, online teacher, errors."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import assert_one_line_error, run_cli
+
+pl = pytest.importorskip("pytorch_lightning")
+
+from mamakit.errors import ConfigError, WorkError  # noqa: E402
+from mamakit.student.data import StudentData  # noqa: E402
+from mamakit.student.distill import StudentDistillation, run_distill  # noqa: E402
+
+TINY_STUDENT = {"decoder_channels": [16, 12, 8, 8, 8]}
+TINY_DATA = dict(source="synth", synth_clips=2, synth_frames=4, synth_size=(64, 64), clip_frames=3,
+                 crop_size=(48, 48), samples_per_epoch=4, batch_size=2, val_clips=1, val_frames=3,
+                 val_size=(48, 48))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trainer(root: Path, steps: int, **kw) -> pl.Trainer:
+    from pytorch_lightning.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+    cbs = [ModelCheckpoint(dirpath=root / "checkpoints", save_last=True, every_n_train_steps=2),
+           EMAWeightAveraging(decay=0.5)]
+    return pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                      default_root_dir=root, callbacks=cbs, **kw)
+
+
+def _fixed_batch(dm: StudentData) -> dict:
+    from mamakit.student.data import collate_skip
+
+    return collate_skip([dm.train_set[i] for i in range(2)])
+
+
+def _batch_loss(system: StudentDistillation, batch: dict) -> float:
+    """The training loss of a fixed batch (BatchNorm in training mode, as during the steps)."""
+    with torch.no_grad():
+        src, tgt = batch["src"], batch["target"]
+        pha, fgr, _ = system.student.forward_clip(src, batch["mask"], mask_valid=batch["mask_valid"])
+        loss, _ = system.clip_losses(pha, fgr, tgt, batch["fgr"], batch["has_fgr"], None, None)
+    return float(loss)
+
+
+def test_student_training_lowers_loss(tmp_path):
+    pl.seed_everything(0)
+    dm = StudentData(**{**TINY_DATA, "p_flip": 0.0, "color_jitter": 0.0, "scale_range": (1.0, 1.0), "drift_px": 0})
+    dm.setup("fit")
+    system = StudentDistillation(student=TINY_STUDENT, lr=1e-2, warmup_steps=0, tbptt=2)
+    batch = _fixed_batch(dm)
+    before = _batch_loss(system, batch)
+    _trainer(tmp_path, 20).fit(system, datamodule=dm)
+    assert system.global_step == 20
+    after = _batch_loss(system, batch)
+    assert after < 0.7 * before, (before, after)
+
+
+def _recipe(tmp_path: Path, steps: int, data: dict | None = None, model: dict | None = None) -> Path:
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu", "devices": 1, "max_steps": steps, "log_every_n_steps": 1,
+            "val_check_interval": 2, "check_val_every_n_epoch": None, "num_sanity_val_steps": 0,
+            "enable_progress_bar": False, "enable_model_summary": False, "deterministic": True,
+            "default_root_dir": str(tmp_path / "run"),
+            "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": str(tmp_path / "run"), "name": "logs"}},
+            "callbacks": [
+                {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                 "init_args": {"dirpath": str(tmp_path / "run" / "checkpoints"), "save_last": True,
+                               "every_n_train_steps": 2}},
+                {"class_path": "pytorch_lightning.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}},
+            ],
+        },
+        "model": {"student": TINY_STUDENT, "tbptt": 2, "lr": 3e-3, "warmup_steps": 1, "cpu_threads": 1,
+                  **(model or {})},
+        "data": {k: list(v) if isinstance(v, tuple) else v for k, v in {**TINY_DATA, **(data or {})}.items()},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_student_resume_continues_and_checkpoint_contract(tmp_path):
+    recipe = _recipe(tmp_path, 2)
+    out = run_distill(["--config", str(recipe)])
+    assert out["global_step"] == 2
+    ckdir = Path(out["checkpoint_dir"])
+    assert (ckdir / "config.yaml").is_file() and "max_steps: 2" in (ckdir / "config.yaml").read_text()
+    first = torch.load(ckdir / "last.ckpt", map_location="cpu", weights_only=True)
+    assert first["global_step"] == 2
+    # resume with a larger budget: continues from step 2 (not from 0) up to 4
+    out = run_distill(["--config", str(recipe), "--trainer.max_steps", "4"], ckpt_path="last")
+    assert out["start_step"] == 2 and out["global_step"] == 4
+    ckpt = torch.load(ckdir / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert ckpt["mamakit"]["kind"] == "student"
+    assert ckpt["mamakit"]["config"]["decoder_channels"] == TINY_STUDENT["decoder_channels"]
+    # EMA weights are what load_student returns; they differ from the raw weights
+    from mamakit.student import load_student
+
+    model = load_student(ckdir / "last.ckpt")
+    key = "encoder.stages.0.0.0.weight"
+    assert torch.equal(model.state_dict()[key], ckpt["state_dict"]["student." + key])
+    assert not torch.equal(ckpt["state_dict"]["student." + key], ckpt["current_model_state"]["student." + key])
+    assert (ckdir / "student" / "model.safetensors").is_file()
+    logs = list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
+    assert logs, "TensorBoard logs were not written"
+
+
+def test_student_online_teacher_labels_each_clip_once(tmp_path):
+    pytest.importorskip("diffusers")
+    cache = tmp_path / "cache"
+    dm = StudentData(**{**TINY_DATA, "targets": "teacher", "teacher": "videomama",
+                        "teacher_options": {"tiny": True, "seed": 0}, "cache_dir": str(cache)})
+    dm.setup("fit")
+    system = StudentDistillation(student=TINY_STUDENT, tbptt=3)
+    _trainer(tmp_path, 4).fit(system, datamodule=dm)  # 2 epochs of 2 batches
+    files = sorted(cache.glob("*.npz"))
+    assert len(files) == TINY_DATA["synth_clips"], files
+    assert dm.targets.labelled == TINY_DATA["synth_clips"]  # later epochs read the cache
+    with np.load(files[0], allow_pickle=False) as z:
+        a = z["alpha"]
+    assert a.shape == (4, 64, 64) and a.dtype == np.uint16
+    # a fresh module (e.g. a resumed run) reads the cache instead of labelling again
+    dm2 = StudentData(**{**TINY_DATA, "targets": "teacher", "teacher": "videomama",
+                         "teacher_options": {"tiny": True, "seed": 0}, "cache_dir": str(cache)})
+    dm2.setup("fit")
+    sample = dm2.train_set[0]
+    assert sample is not None and dm2.targets.labelled == 0
+
+
+def _write_dataset(root: Path, clips: int, frames: int):
+    from mamakit.dataset import DatasetWriter
+    from mamakit.synth import make_clip
+
+    w = DatasetWriter(root)
+    for i in range(clips):
+        c = make_clip(i, frames, (48, 48))
+        with w.clip(f"c{i}") as cw:
+            for t in range(frames):
+                cw.add(c.frames[t], c.alpha[t], mask=c.masks[t])
+    return root
+
+
+def test_student_corrupt_samples_skipped_and_counted(tmp_path, caplog):
+    root = _write_dataset(tmp_path / "ds", 2, 3)
+    bad = sorted((root / "clips" / "c1" / "frames").iterdir())[1]
+    bad.write_bytes(b"not a png")
+    dm = StudentData(**{**TINY_DATA, "source": "dataset", "dataset": str(root), "samples_per_epoch": 6})
+    dm.setup("fit")
+    system = StudentDistillation(student=TINY_STUDENT, tbptt=3)
+    with caplog.at_level("WARNING", logger="mamakit"):
+        _trainer(tmp_path, 3).fit(system, datamodule=dm)
+    assert 0 < system._skipped <= 6
+    assert any("corrupt sample" in r.getMessage() for r in caplog.records)
+
+
+def test_student_short_clips_and_bad_config_fail_before_training(tmp_path):
+    root = _write_dataset(tmp_path / "ds", 1, 2)
+    dm = StudentData(**{**TINY_DATA, "source": "dataset", "dataset": str(root), "clip_frames": 3})
+    with pytest.raises(ConfigError, match="shorter than data.clip_frames=3"):
+        dm.setup("fit")
+    with pytest.raises(ConfigError, match="data.targets"):
+        StudentData(targets="magic")
+    with pytest.raises(ConfigError, match="loss_weights"):
+        StudentDistillation(loss_weights={"l7": 1.0})
+
+
+def test_student_nan_stops_with_last_good_checkpoint(tmp_path):
+    dm = StudentData(**TINY_DATA)
+    dm.setup("fit")
+    _trainer(tmp_path, 2).fit(StudentDistillation(student=TINY_STUDENT, tbptt=3), datamodule=dm)
+    good = tmp_path / "checkpoints" / "last.ckpt"
+    assert good.is_file()
+    before = good.stat().st_mtime_ns
+    # an absurd learning rate makes the weights explode: the loss turns NaN/inf within a few steps
+    system = StudentDistillation(student=TINY_STUDENT, tbptt=3, lr=1e30, warmup_steps=0, grad_clip=0.0)
+    trainer = _trainer(tmp_path, 50)
+    trainer.callbacks[0]._every_n_train_steps = 1000  # no new checkpoint of the exploding run
+    with pytest.raises(WorkError, match=r"became (nan|inf).*last good checkpoint: .*last\.ckpt"):
+        trainer.fit(system, datamodule=dm)
+    assert good.stat().st_mtime_ns == before
+
+
+def test_student_distill_cli_bad_inputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "manifest.jsonl").write_text("")
+    recipe = _recipe(tmp_path, 2, data={"source": "dataset", "dataset": str(empty)})
+    proc = run_cli("distill", "--config", recipe)
+    assert_one_line_error(proc, 2, contains="no clips")
+    proc = run_cli("distill", "--config", tmp_path / "missing.yaml")
+    assert_one_line_error(proc, 2, contains="does not exist")
