@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mamakit.bundle import Bundle
-from mamakit.errors import BundleError, ConfigError
+from mamakit.errors import BundleError
 
 from ..providers import ENGINE_PROVIDERS, create_ort_session, is_cuda_provider, normalise
 from .base import Resizer, Session, check_frame
@@ -257,7 +257,3 @@ class StudentSession(Session):
         if self.backend is not None:
             self.backend.close()
 
-
-def check_guide_shape(mask: np.ndarray) -> None:
-    if mask.ndim != 2:
-        raise ConfigError(f"a mask must be HxW, got shape {mask.shape}")
