@@ -232,7 +232,8 @@ class PromptedMasks(MaskProvider):
         self.points, self.labels, self.box = points, labels, box
         self.prompt_frame = int(prompt_frame)
         self.init_mask = init_mask
-        self.description = f"SAM2-Matte guide {getattr(self.session.bundle, 'root', bundle)}"
+        self.description = (f"{getattr(self.session, 'kind', 'guide')} guide bundle "
+                            f"{getattr(self.session.bundle, 'root', bundle)} on {self.provider}")
         self._n = 0
         self._started = False
         self._pending = None
