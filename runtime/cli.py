@@ -21,13 +21,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "run", help="matte a webcam, video, folder or stream live (torch-free runtime)",
         description="Run a bundle on a source and write/show any combination of outputs.")
-    p.add_argument("--bundle", help=f"bundle folder (default: the bundle shipped with mamakit, {DEFAULT_BUNDLE.name})")
+    p.add_argument("--bundle", help="bundle folder (default: the student bundle shipped with mamakit, runtime/bundles/default)")
     p.add_argument("--source", required=True,
                    help="webcam index, video file, image folder, rtsp/http URL, or a GStreamer pipeline")
     p.add_argument("--masks", help="mask folder (one per frame) or a single first-frame mask file")
     g = p.add_argument_group("guidance when no masks are given")
     g.add_argument("--segmenter", help="person/salient segmenter for the guide: 'mediapipe' or MODEL.onnx "
-                                       "(default for live sources: mediapipe when installed)")
+                                       "(default without --masks: mediapipe when installed, see docs/runtime.md)")
     g.add_argument("--segment-every", type=int, default=1, metavar="N", help="run the segmenter every N frames")
     g.add_argument("--guide", metavar="SAM2MATTE", help="a SAM2-Matte bundle whose alpha guides the student "
                                                         "(two-stage); prompt it with --prompt or a click")

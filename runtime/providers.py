@@ -94,7 +94,11 @@ def _provider_options(short: str, threads: int | None, cache_dir: str | None) ->
     if short == "tensorrt":
         opts = {"trt_fp16_enable": "False"}
         if cache_dir:
-            opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache_dir)
+            try:
+                os.makedirs(cache_dir, exist_ok=True)
+                opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache_dir)
+            except OSError:  # read-only home: build the engine every start instead
+                pass
         return opts
     if short == "coreml":
         return {"MLComputeUnits": "ALL"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -64,7 +65,9 @@ class OrtBackend:
     """ONNX Runtime with I/O binding and ping-pong state buffers."""
 
     def __init__(self, bundle: Bundle, provider: str, threads: int | None, spin: bool):
-        self.sess, self.provider = create_ort_session(bundle.graph_path("main"), provider, threads, spin=spin)
+        cache = str(Path.home() / ".cache" / "mamakit" / "trt") if provider in ("auto", "tensorrt", "rtx") else None
+        self.sess, self.provider = create_ort_session(bundle.graph_path("main"), provider, threads, spin=spin,
+                                                      cache_dir=cache)
         import onnxruntime as ort
 
         self._ort = ort
