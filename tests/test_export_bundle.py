@@ -177,6 +177,18 @@ def test_export_newer_format_version_refused(work, bundles, no_torch_path):
     assert_one_line_error(run_cli("export", "check", b, block_torch=no_torch_path), 2, "newer")
 
 
+def test_export_check_fails_when_the_sample_does_not_match(work, bundles, no_torch_path):
+    """exit 0 only if everything holds: an fp16 graph cannot meet a 1e-9 tolerance."""
+    b = work / "strict"
+    shutil.copytree(bundles["fp16"], b)
+    m = _manifest(b)
+    m["sample"]["atol"] = 1e-9
+    (b / "bundle.json").write_text(json.dumps(m))
+    proc = run_cli("export", "check", b, block_torch=no_torch_path)
+    assert_one_line_error(proc, 1, "sample main/pha")
+    assert "FAIL" in proc.stdout and "checksums" in proc.stdout
+
+
 def test_export_bad_inputs_exit_2_and_write_nothing(work, student_dir, calib, tmp_path):
     # a checkpoint of another model kind
     other = tmp_path / "teacher.ckpt"
