@@ -183,6 +183,13 @@ def build_engines(bundle_path: str | os.PathLike, *, precision: str | None = Non
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         if use_flags:
             config.set_flag(trt.BuilderFlag.FP16)
+        elif not strongly_typed and flags_available:
+            # weakly typed TensorRT (8.x): an fp16 graph still needs the FP16 flag to run in fp16, and a
+            # QDQ graph needs INT8 for its explicit quantisation to be honoured
+            if bundle.precision == "fp16":
+                config.set_flag(trt.BuilderFlag.FP16)
+            elif bundle.precision == "int8":
+                config.set_flag(trt.BuilderFlag.INT8)
         targets: list[str]
         if flavour == "tensorrt-rtx":
             if compute_capability:
