@@ -21,6 +21,9 @@ import pytest
 
 from mamakit.errors import ConfigError
 
+# one xdist worker for the runtime tests: the exported bundles are built once and shared
+pytestmark = pytest.mark.xdist_group("runtime")
+
 PROC = (64, 36)  # probe bundle processing size (w, h)
 
 

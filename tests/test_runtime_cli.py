@@ -16,6 +16,9 @@ import pytest
 from conftest import assert_one_line_error, run_cli
 from test_runtime_api import build_probe_bundle, build_student_bundle
 
+# one xdist worker for the runtime tests: the exported bundles are built once and shared
+pytestmark = pytest.mark.xdist_group("runtime")
+
 
 @pytest.fixture(scope="session")
 def bundles(tmp_path_factory):

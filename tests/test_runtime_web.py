@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 from test_runtime_api import build_probe_bundle
 
+# one xdist worker for the runtime tests: the exported bundles are built once and shared
+pytestmark = pytest.mark.xdist_group("runtime")
+
 CHROMIUM = Path(os.environ.get("MAMAKIT_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
