@@ -113,21 +113,27 @@ class Stats:
 
 
 class _Latest:
-    """A one-item mailbox that keeps only the newest item (live mode); counts what it drops."""
+    """A one-item mailbox that keeps only the newest item (live mode). A replaced item is handed to
+    ``on_drop(old, new)`` (to recycle its buffers and carry a pending state reset over)."""
 
-    def __init__(self):
+    def __init__(self, on_drop=None):
         self._cv = threading.Condition()
         self._item = None
         self._has = False
         self.dropped = 0
+        self.on_drop = on_drop
 
-    def put(self, item, stop: threading.Event) -> None:
+    def put(self, item, stop: threading.Event) -> bool:
         with self._cv:
-            if self._has and self._item is not _END:
+            if self._has:
+                if self._item is _END:  # the end is never replaced
+                    return True
                 self.dropped += 1
-            if not (self._has and self._item is _END):
-                self._item, self._has = item, True
+                if self.on_drop is not None:
+                    self.on_drop(self._item, item)
+            self._item, self._has = item, True
             self._cv.notify()
+        return True
 
     def get(self, stop: threading.Event):
         with self._cv:
@@ -137,6 +143,21 @@ class _Latest:
                 self._cv.wait(0.05)
             item, self._item, self._has = self._item, None, False
             return item
+
+
+class _Queue:
+    """A bounded FIFO with back-pressure (offline mode); same interface as :class:`_Latest`."""
+
+    dropped = 0
+
+    def __init__(self, size: int):
+        self._q = queue.Queue(size)
+
+    def put(self, item, stop: threading.Event) -> bool:
+        return _put(self._q, item, stop)
+
+    def get(self, stop: threading.Event):
+        return _get(self._q, stop)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
@@ -190,6 +211,7 @@ class _Work:
     fgr: np.ndarray | None = None
     composite: np.ndarray | None = None
     bufs: dict = field(default_factory=dict)
+    has_slot: bool = False
 
 
 class Pipeline:
@@ -212,10 +234,10 @@ class Pipeline:
         self._errors: list[BaseException] = []
         self._deferred: BaseException | None = None
         qs = 1 if live else max(1, queue_size)
-        self.q_decode = _Latest() if live else queue.Queue(qs)
-        self.q_pre = queue.Queue(qs)
-        self.q_infer = queue.Queue(qs)
-        self.q_out = queue.Queue(qs)
+        # live: every hand-off keeps only the newest frame, so latency stays ~ the sum of the stage
+        # times instead of growing with the pipeline depth; offline: bounded FIFOs, every frame
+        self.q_decode, self.q_pre, self.q_infer, self.q_out = (
+            (_Latest(self._dropped) for _ in range(4)) if live else (_Queue(qs) for _ in range(4)))
         split = hasattr(matter.session, "prepare")
         self.split = split
         # slots in flight: one per stage + queue capacities + the one the caller holds
@@ -229,6 +251,25 @@ class Pipeline:
                 self.free.put(None)
         self._threads: list[threading.Thread] = []
         self._started = False
+
+    # -- live-mode drops ---------------------------------------------------------------------------
+    def _dropped(self, old, new) -> None:
+        """A newer item replaced ``old`` in a live hand-off: recycle its slot, keep its reset."""
+        if isinstance(old, tuple):  # (Result, slot) on its way to the caller
+            w_old, slot = old
+            self.free.put(slot)
+        else:
+            w_old = old
+            if old.has_slot:
+                self.free.put(old.slot)
+        if getattr(w_old, "reset", False) and new is not _END:
+            w_new, s_new = new if isinstance(new, tuple) else (new, new.slot)
+            w_new.reset = True
+            if s_new is not None and hasattr(s_new, "reset"):
+                s_new.reset = True
+
+    def _n_dropped(self) -> int:
+        return sum(q.dropped for q in (self.q_decode, self.q_pre, self.q_infer, self.q_out))
 
     # -- stage bodies ----------------------------------------------------------------------------
     def _run(self, name: str, fn: Callable[[], None]) -> None:
@@ -264,24 +305,18 @@ class Pipeline:
                     idx, name, img = getattr(fr, "index", i), getattr(fr, "name", None), fr.image
                 i += 1
                 w = _Work(idx, name, img, t1)
-                if self.live:
-                    self.q_decode.put(w, stop)
-                elif not _put(self.q_decode, w, stop):
+                if not self.q_decode.put(w, stop):
                     return
         finally:
-            if self.live:
-                self.q_decode.put(_END, stop)
-            else:
-                _put(self.q_decode, _END, stop)
+            self.q_decode.put(_END, stop)
 
     def _pre(self) -> None:
         stop, m = self.stop_event, self.matter
-        get = (lambda: self.q_decode.get(stop)) if self.live else (lambda: _get(self.q_decode, stop))
         size = None
         while True:
-            w = get()
+            w = self.q_decode.get(stop)
             if w is _END:
-                _put(self.q_pre, _END, stop)
+                self.q_pre.put(_END, stop)
                 return
             t0 = time.perf_counter()
             fsize = (w.frame.shape[1], w.frame.shape[0])
@@ -298,19 +333,20 @@ class Pipeline:
             w.slot = _get(self.free, stop)
             if w.slot is _END:
                 return
+            w.has_slot = True
             if self.split:
                 m.session.prepare(w.frame, w.mask, w.slot)
                 w.slot.reset = w.reset
             self.stats.add("pre", time.perf_counter() - t0)
-            if not _put(self.q_pre, w, stop):
+            if not self.q_pre.put(w, stop):
                 return
 
     def _infer(self) -> None:
         stop, m = self.stop_event, self.matter
         while True:
-            w = _get(self.q_pre, stop)
+            w = self.q_pre.get(stop)
             if w is _END:
-                _put(self.q_infer, _END, stop)
+                self.q_infer.put(_END, stop)
                 return
             t0 = time.perf_counter()
             if w.reset:
@@ -328,15 +364,15 @@ class Pipeline:
                 else:  # a prompted model before its prompt: nothing is selected yet
                     w.alpha = np.zeros(w.frame.shape[:2], np.float32)
             self.stats.add("infer", time.perf_counter() - t0)
-            if not _put(self.q_infer, w, stop):
+            if not self.q_infer.put(w, stop):
                 return
 
     def _post(self) -> None:
         stop, m = self.stop_event, self.matter
         while True:
-            w = _get(self.q_infer, stop)
+            w = self.q_infer.get(stop)
             if w is _END:
-                _put(self.q_out, _END, stop)
+                self.q_out.put(_END, stop)
                 return
             t0 = time.perf_counter()
             h, wd = w.frame.shape[:2]
@@ -360,7 +396,7 @@ class Pipeline:
                 self.post(res)
             res_slot = (res, w.slot)
             self.stats.add("post", time.perf_counter() - t0)
-            if not _put(self.q_out, res_slot, stop):
+            if not self.q_out.put(res_slot, stop):
                 return
 
     # -- driving ---------------------------------------------------------------------------------
@@ -391,7 +427,7 @@ class Pipeline:
                     self.stats.frames += 1
                     self.free.put(slot)
                     held = None
-                item = _get(self.q_out, self.stop_event)
+                item = self.q_out.get(self.stop_event)
                 if item is _END:
                     self._raise()
                     break
@@ -399,8 +435,7 @@ class Pipeline:
                 self._t_yield = time.perf_counter()
                 yield item[0]
             self.stats.t_end = time.perf_counter()
-            if self.live:
-                self.stats.dropped = self.q_decode.dropped
+            self.stats.dropped = self._n_dropped()
             if self._deferred is not None:
                 raise self._deferred
         finally:
@@ -411,8 +446,7 @@ class Pipeline:
                 self.stats.frames += 1
                 self.free.put(held[1])
             self.stats.t_end = self.stats.t_end or time.perf_counter()
-            if self.live:
-                self.stats.dropped = self.q_decode.dropped
+            self.stats.dropped = self._n_dropped()
             self.close()
 
     def close(self, timeout: float = 5.0) -> None:
