@@ -1,13 +1,14 @@
 """Training data for distillation: clips of T frames with targets, coarse masks and augmentations.
 
-Sources (``StudentData(source=...)``):
+Sources (``StudentData(source=...)``; ``auto`` = ``dataset`` when ``root`` is given, else ``synth``):
 
 * ``"synth"``   — clips made on the fly by :func:`mamakit.synth.make_clip` (GT composites; anyone
   can regenerate them from the seed);
 * ``"dataset"`` — a folder in the project's dataset format (:class:`mamakit.dataset.Dataset`),
   e.g. teacher pseudo-labels written by ``mamakit label``, or GT composites from ``mamakit synth``.
 
-Targets (``targets=...``): ``"alpha"`` uses the alpha stored with the clip (GT for synth, the
+Targets (``targets=...``; ``auto`` = ``teacher`` for synth clips when a teacher is named, else
+``alpha``): ``"alpha"`` uses the alpha stored with the clip (GT for synth, the
 pseudo-label or GT for a dataset); ``"teacher"`` runs a teacher (``mamakit.teacher.build_teacher``)
 on the whole clip the first time it is sampled and caches the result in ``cache_dir``, so each
 clip is labelled once (across epochs, workers and resumed runs).
@@ -39,8 +40,8 @@ from mamakit.errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("synth", "dataset")
-TARGETS = ("alpha", "teacher")
+SOURCES = ("auto", "synth", "dataset")
+TARGETS = ("auto", "alpha", "teacher")
 
 
 @dataclass
@@ -331,13 +332,13 @@ class StudentData(pl.LightningDataModule):
 
     def __init__(
         self,
-        source: str = "synth",
-        dataset: Optional[str] = None,
+        source: str = "auto",
+        root: Optional[str] = None,
         synth_clips: int = 32,
         synth_frames: int = 8,
         synth_size: tuple[int, int] = (256, 256),
         synth_seed: int = 0,
-        targets: str = "alpha",
+        targets: str = "auto",
         teacher: Optional[str] = None,
         teacher_options: Optional[dict] = None,
         cache_dir: Optional[str] = None,
@@ -355,7 +356,7 @@ class StudentData(pl.LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         val_source: str = "synth",
-        val_dataset: Optional[str] = None,
+        val_root: Optional[str] = None,
         val_clips: int = 4,
         val_frames: int = 8,
         val_size: tuple[int, int] = (256, 256),
@@ -368,10 +369,15 @@ class StudentData(pl.LightningDataModule):
             raise ConfigError(f"data.source {source!r} is unknown: use one of {', '.join(SOURCES)}")
         if targets not in TARGETS:
             raise ConfigError(f"data.targets {targets!r} is unknown: use one of {', '.join(TARGETS)}")
-        if targets == "teacher" and not teacher:
+        # auto: a dataset when data.root is given (its alpha are the targets), else synth clips
+        # (labelled online by data.teacher when one is named, else their GT alpha)
+        self.source = source if source != "auto" else ("dataset" if root else "synth")
+        self.targets_kind = targets if targets != "auto" else (
+            "teacher" if (self.source == "synth" and teacher) else "alpha")
+        if self.targets_kind == "teacher" and not teacher:
             raise ConfigError("data.targets is 'teacher' but data.teacher is not set: name one (videomama, closed-form)")
-        if source == "dataset" and not dataset:
-            raise ConfigError("data.source is 'dataset' but data.dataset is not set: pass --data.dataset FOLDER")
+        if self.source == "dataset" and not root:
+            raise ConfigError("data.source is 'dataset' but data.root is not set: pass --data.root FOLDER")
         if clip_frames < 2:
             raise ConfigError(f"data.clip_frames must be >= 2 (temporal losses need pairs), got {clip_frames}")
         if batch_size < 1 or samples_per_epoch < 1:
@@ -381,16 +387,18 @@ class StudentData(pl.LightningDataModule):
         self.train_set: ClipWindows | None = None
         self.val_set: ClipWindows | None = None
 
-    def _source(self, kind: str, dataset: str | None, clips: int, frames: int, size, seed: int) -> ClipSource:
+    def _source(self, kind: str, root: str | None, clips: int, frames: int, size, seed: int) -> ClipSource:
         if kind == "dataset":
-            return DatasetSource(dataset)
+            if not root:
+                raise ConfigError("a dataset source needs a folder: set data.root (or data.val_root)")
+            return DatasetSource(root)
         return SynthSource(clips, frames, size, seed)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if self.train_set is None:
-            src = self._source(hp.source, hp.dataset, hp.synth_clips, hp.synth_frames, hp.synth_size, hp.synth_seed)
-            what = f"dataset {hp.dataset}" if hp.source == "dataset" else "the synth source"
+            src = self._source(self.source, hp.root, hp.synth_clips, hp.synth_frames, hp.synth_size, hp.synth_seed)
+            what = f"dataset {hp.root}" if self.source == "dataset" else "the synth source"
             if len(src) == 0:
                 raise ConfigError(f"{what} has no clips: nothing to train on (write clips with `mamakit synth` "
                                   "or `mamakit label` first)")
@@ -400,11 +408,12 @@ class StudentData(pl.LightningDataModule):
             short = sum(n < hp.clip_frames for n in src.lengths)
             if short:
                 log.warning("%d of %d clips are shorter than %d frames and are not used", short, len(src), hp.clip_frames)
-            targets = TeacherTargets(hp.teacher, hp.teacher_options, hp.cache_dir) if hp.targets == "teacher" else None
+            targets = (TeacherTargets(hp.teacher, hp.teacher_options, hp.cache_dir)
+                       if self.targets_kind == "teacher" else None)
             self.targets = targets
             self.train_set = ClipWindows(src, hp.clip_frames, hp.samples_per_epoch, self.aug, hp.degrade, targets,
                                          hp.seed, train=True)
-            vsrc = self._source(hp.val_source, hp.val_dataset, hp.val_clips, hp.val_frames, hp.val_size, hp.val_seed)
+            vsrc = self._source(hp.val_source, hp.val_root, hp.val_clips, hp.val_frames, hp.val_size, hp.val_seed)
             vframes = min(hp.val_frames, max(vsrc.lengths)) if len(vsrc) else 0
             if len(vsrc) == 0 or vframes < 2:
                 raise ConfigError("the validation source has no clips of >= 2 frames: check data.val_*")

@@ -312,6 +312,11 @@ def run_distill(args: list[str], ckpt_path: str | None = None) -> dict[str, Any]
             raise ConfigError(f"invalid distill configuration: {msg}") from exc
         raise
     trainer = cli.trainer
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    for cb in trainer.checkpoint_callbacks:  # default: <default_root_dir>/checkpoints (stable across resumes)
+        if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+            cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
     text = cli.parser.dump(cli.config, skip_none=False)
     trainer.callbacks.append(SaveResolvedConfig(text))
     trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)

@@ -161,7 +161,7 @@ def test_student_corrupt_samples_skipped_and_counted(tmp_path, caplog):
     root = _write_dataset(tmp_path / "ds", 2, 3)
     bad = sorted((root / "clips" / "c1" / "frames").iterdir())[1]
     bad.write_bytes(b"not a png")
-    dm = StudentData(**{**TINY_DATA, "source": "dataset", "dataset": str(root), "samples_per_epoch": 6})
+    dm = StudentData(**{**TINY_DATA, "source": "dataset", "root": str(root), "samples_per_epoch": 6})
     dm.setup("fit")
     system = StudentDistillation(student=TINY_STUDENT, tbptt=3)
     with caplog.at_level("WARNING", logger="mamakit"):
@@ -172,7 +172,7 @@ def test_student_corrupt_samples_skipped_and_counted(tmp_path, caplog):
 
 def test_student_short_clips_and_bad_config_fail_before_training(tmp_path):
     root = _write_dataset(tmp_path / "ds", 1, 2)
-    dm = StudentData(**{**TINY_DATA, "source": "dataset", "dataset": str(root), "clip_frames": 3})
+    dm = StudentData(**{**TINY_DATA, "source": "dataset", "root": str(root), "clip_frames": 3})
     with pytest.raises(ConfigError, match="shorter than data.clip_frames=3"):
         dm.setup("fit")
     with pytest.raises(ConfigError, match="data.targets"):
@@ -201,7 +201,7 @@ def test_student_distill_cli_bad_inputs(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "manifest.jsonl").write_text("")
-    recipe = _recipe(tmp_path, 2, data={"source": "dataset", "dataset": str(empty)})
+    recipe = _recipe(tmp_path, 2, data={"source": "dataset", "root": str(empty)})
     proc = run_cli("distill", "--config", recipe)
     assert_one_line_error(proc, 2, contains="no clips")
     proc = run_cli("distill", "--config", tmp_path / "missing.yaml")

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Student benchmark: quality vs the CPU reference teacher and the coarse mask, and speed at 1280x720.
+
+    python bench/student.py --checkpoint /work/artifacts/cpu-default/checkpoints/last.ckpt [--quick] [--json out.json]
+
+Validation set (evaluation only, never used for training or tuning): the alphamatting.com
+foregrounds with their ground-truth alpha (``../shared/data/alphamatting``), foreground colour
+estimated with pymatting's ``estimate_foreground_ml``, composited over *moving* backgrounds
+(photos shipped with scikit-image, panned across the clip) while the foreground also moves;
+coarse masks from :func:`mamakit.degrade.degrade_masks` (FIELD_GUIDE §1, fixed seed).
+
+Methods, each on the same clips at the same size:
+  * ``mask``        the coarse mask as the alpha (mask-as-is);
+  * ``teacher``     the CPU reference teacher (``build_teacher("closed-form")``) on frames + masks;
+  * ``student``     the student streamed frame by frame with a mask on every frame;
+  * ``student-ff``  the student with only the first frame's mask (its own alpha guides the rest).
+
+Metrics (``mamakit.metrics``): MAD x1e3 and Grad /1e3 (mean over frames), dtSSD x1e2 (per clip).
+Speed: per-frame wall time at 1280x720 of the teacher and of the student (PyTorch, eval, no
+grad, the process's torch threads), on the same machine in the same run. Targets (issue 4):
+student MAD <= 1.25 x teacher MAD and >= 25 % below the mask's; student dtSSD <= teacher's;
+student >= 100 x faster per frame.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "alphamatting"
+log = logging.getLogger("bench.student")
+
+
+def _backgrounds() -> list[np.ndarray]:
+    from skimage import data as skd
+
+    out = []
+    for name in ("coffee", "chelsea", "rocket", "astronaut", "hubble_deep_field"):
+        try:
+            img = getattr(skd, name)()
+        except Exception:  # a photo missing from this scikit-image build
+            continue
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        out.append(np.ascontiguousarray(img[..., :3]))
+    if not out:
+        raise SystemExit("no scikit-image photos available for backgrounds")
+    return out
+
+
+def make_clips(n_clips: int, frames: int, size: tuple[int, int], seed: int = 0):
+    """Composite alphamatting foregrounds over panning backgrounds. Returns a list of dicts."""
+    import cv2
+    from pymatting import estimate_foreground_ml
+
+    from mamakit.degrade import degrade_masks
+    from mamakit.io import read_alpha, read_image
+
+    W, H = size
+    rng = np.random.default_rng(seed)
+    names = sorted(p.name for p in (SHARED / "gt_training_lowres").glob("GT*.png"))
+    if not names:
+        raise SystemExit(f"no alphamatting images in {SHARED}: the bench needs ../shared/data")
+    pick = [names[int(i)] for i in np.linspace(0, len(names) - 1, n_clips).round()]
+    bgs = _backgrounds()
+    clips = []
+    for k, name in enumerate(pick):
+        img = read_image(SHARED / "input_training_lowres" / name).astype(np.float64) / 255.0
+        alpha = read_alpha(SHARED / "gt_training_lowres" / name).astype(np.float64)
+        fg = estimate_foreground_ml(img, alpha)
+        h0, w0 = alpha.shape
+        s = min(0.85 * H / h0, 0.6 * W / w0)
+        bg_src = bgs[k % len(bgs)]
+        bg_big = cv2.resize(bg_src, (int(W * 1.4), int(H * 1.4)), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+        v = rng.uniform(-1, 1, 2) * np.array([0.02 * W, 0.01 * H])
+        b0 = np.array([rng.uniform(0, 0.4 * W - 1), rng.uniform(0, 0.4 * H - 1)])
+        bv = rng.uniform(-1, 1, 2) * 0.015 * W
+        fr, al = [], []
+        for t in range(frames):
+            cx = W / 2 + v[0] * (t - frames / 2)
+            cy = H / 2 + v[1] * (t - frames / 2)
+            M = np.array([[s, 0, cx - s * w0 / 2], [0, s, cy - s * h0 / 2]], np.float64)
+            a = cv2.warpAffine(alpha.astype(np.float32), M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
+            f = cv2.warpAffine(fg.astype(np.float32), M, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
+            bx, by = np.clip(b0 + bv * t, 0, [0.4 * W - 1, 0.4 * H - 1]).astype(int)
+            bg = bg_big[by:by + H, bx:bx + W] / 255.0
+            a = np.clip(a, 0, 1)
+            a = np.round(a * 255) / 255  # 8-bit GT, exact composite
+            comp = a[..., None] * f + (1 - a[..., None]) * bg
+            fr.append(np.clip(comp * 255 + 0.5, 0, 255).astype(np.uint8))
+            al.append(a.astype(np.float32))
+        alpha_seq = np.stack(al)
+        masks = degrade_masks(alpha_seq, np.random.default_rng([seed, k]))
+        clips.append({"name": name, "frames": np.stack(fr), "alpha": alpha_seq, "masks": masks.astype(np.float32)})
+    return clips
+
+
+def run_student(model, frames: np.ndarray, masks: np.ndarray, first_frame_only: bool = False) -> np.ndarray:
+    import torch
+
+    T, H, W, _ = frames.shape
+    state = model.initial_state(1, H, W)
+    out = []
+    prev = None
+    with torch.no_grad():
+        for t in range(T):
+            src = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255.0
+            if first_frame_only and t > 0:
+                guide = prev
+            else:
+                guide = torch.from_numpy(masks[t])[None, None]
+            pha, _, *state = model(src, guide, *state)
+            prev = pha
+            out.append(pha[0, 0].numpy())
+    return np.stack(out)
+
+
+def score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    from mamakit import metrics as M
+
+    return {"mad": float(np.mean([M.mad(p, g) for p, g in zip(pred, gt)])),
+            "grad": float(np.mean([M.grad(p, g) for p, g in zip(pred, gt)])),
+            "dtssd": float(M.dtssd(list(pred), list(gt)))}
+
+
+def time_per_frame(fn, reps: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t0) / reps
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", help="student .ckpt or save_pretrained folder (default: random-weight small)")
+    ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--quick", action="store_true", help="2 clips x 3 frames at 640x360 (smoke run)")
+    ap.add_argument("--clips", type=int, help="number of clips (default 6, quick 2)")
+    ap.add_argument("--frames", type=int, help="frames per clip (default 6, quick 3)")
+    ap.add_argument("--size", default=None, help="WxH of the quality clips (default 1280x720, quick 640x360)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for the student (default: torch's)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import torch
+
+    from mamakit.student import load_student
+    from mamakit.student.models import StudentConfig, StudentNet, count_flops, count_parameters
+    from mamakit.teacher import build_teacher
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_clips = args.clips or (2 if args.quick else 6)
+    n_frames = args.frames or (3 if args.quick else 6)
+    W, H = map(int, (args.size or ("640x360" if args.quick else "1280x720")).lower().split("x"))
+    if args.checkpoint:
+        model = load_student(args.checkpoint)
+        which = str(args.checkpoint)
+    else:
+        torch.manual_seed(0)
+        model = StudentNet(StudentConfig.preset("small")).eval()
+        which = "random-weight small (no --checkpoint)"
+    teacher = build_teacher("closed-form")
+
+    log.info("building %d clips x %d frames at %dx%d ...", n_clips, n_frames, W, H)
+    clips = make_clips(n_clips, n_frames, (W, H))
+    rows: dict[str, list[dict]] = {"mask": [], "teacher": [], "student": [], "student-ff": []}
+    teacher_time = 0.0
+    teacher_frames = 0
+    for c in clips:
+        rows["mask"].append(score(c["masks"], c["alpha"]))
+        t0 = time.perf_counter()
+        ta = teacher(c["frames"], c["masks"]).alpha
+        teacher_time += time.perf_counter() - t0
+        teacher_frames += len(ta)
+        rows["teacher"].append(score(ta, c["alpha"]))
+        rows["student"].append(score(run_student(model, c["frames"], c["masks"]), c["alpha"]))
+        rows["student-ff"].append(score(run_student(model, c["frames"], c["masks"], True), c["alpha"]))
+        log.info("  %s: mask %.1f teacher %.1f student %.1f (MAD)", c["name"], rows["mask"][-1]["mad"],
+                 rows["teacher"][-1]["mad"], rows["student"][-1]["mad"])
+    quality = {k: {m: float(np.mean([r[m] for r in v])) for m in ("mad", "grad", "dtssd")} for k, v in rows.items()}
+
+    # ---- speed at 1280x720 (same machine, same run)
+    sw, sh = 1280, 720
+    if (W, H) == (sw, sh):
+        t_teacher = teacher_time / max(1, teacher_frames)
+        speed_clip = clips[0]
+    else:
+        speed_clip = make_clips(1, 2, (sw, sh), seed=1)[0]
+        t0 = time.perf_counter()
+        teacher(speed_clip["frames"], speed_clip["masks"])
+        t_teacher = (time.perf_counter() - t0) / len(speed_clip["frames"])
+    src = torch.from_numpy(speed_clip["frames"][0]).permute(2, 0, 1)[None].float() / 255.0
+    guide = torch.from_numpy(speed_clip["masks"][0])[None, None]
+    state = model.initial_state(1, sh, sw)
+
+    def step():
+        with torch.no_grad():
+            model(src, guide, *state)
+
+    t_student = time_per_frame(step, 3 if args.quick else 10)
+    result = {
+        "checkpoint": which,
+        "clips": [c["name"] for c in clips], "frames": n_frames, "size": [W, H],
+        "quality": quality,
+        "speed_1280x720": {"teacher_s_per_frame": t_teacher, "student_s_per_frame": t_student,
+                           "speedup": t_teacher / t_student, "student_threads": torch.get_num_threads()},
+        "student": {"params": count_parameters(model), "gflops_1280x720": count_flops(model, 720, 1280) / 1e9,
+                    "flops_note": "FLOPs = 2 x MACs (torch FlopCounterMode)", "config": model.config.to_dict()},
+    }
+    q = quality
+    ratios = {
+        "student_mad_over_teacher": q["student"]["mad"] / max(1e-9, q["teacher"]["mad"]),
+        "student_mad_below_mask": 1 - q["student"]["mad"] / max(1e-9, q["mask"]["mad"]),
+        "student_dtssd_over_teacher": q["student"]["dtssd"] / max(1e-9, q["teacher"]["dtssd"]),
+        "speedup": result["speed_1280x720"]["speedup"],
+    }
+    result["ratios"] = ratios
+    result["targets"] = {
+        "mad_le_1.25x_teacher": ratios["student_mad_over_teacher"] <= 1.25,
+        "mad_25pct_below_mask": ratios["student_mad_below_mask"] >= 0.25,
+        "dtssd_le_teacher": ratios["student_dtssd_over_teacher"] <= 1.0,
+        "speedup_ge_100x": ratios["speedup"] >= 100,
+    }
+
+    print(f"\n### Student vs CPU teacher ({which})\n")
+    print(f"{n_clips} alphamatting foregrounds x {n_frames} frames at {W}x{H}, moving backgrounds, degraded masks\n")
+    print("| method | MAD x1e3 | Grad /1e3 | dtSSD x1e2 |")
+    print("|---|---:|---:|---:|")
+    for k, v in quality.items():
+        print(f"| {k} | {v['mad']:.2f} | {v['grad']:.2f} | {v['dtssd']:.2f} |")
+    sp = result["speed_1280x720"]
+    print(f"\nPer frame at 1280x720: teacher {sp['teacher_s_per_frame'] * 1e3:.0f} ms, student "
+          f"{sp['student_s_per_frame'] * 1e3:.1f} ms (PyTorch, {sp['student_threads']} threads) -> "
+          f"{sp['speedup']:.0f}x faster")
+    st = result["student"]
+    print(f"Student: {st['params'] / 1e6:.2f} M params, {st['gflops_1280x720']:.2f} GFLOPs per 1280x720 frame "
+          "(FLOPs = 2 x MACs)\n")
+    print("| target | value | met |")
+    print("|---|---:|:---:|")
+    print(f"| student MAD <= 1.25 x teacher | {ratios['student_mad_over_teacher']:.2f} x | "
+          f"{'yes' if result['targets']['mad_le_1.25x_teacher'] else 'no'} |")
+    print(f"| student MAD >= 25 % below mask | {ratios['student_mad_below_mask'] * 100:.1f} % | "
+          f"{'yes' if result['targets']['mad_25pct_below_mask'] else 'no'} |")
+    print(f"| student dtSSD <= teacher | {ratios['student_dtssd_over_teacher']:.2f} x | "
+          f"{'yes' if result['targets']['dtssd_le_teacher'] else 'no'} |")
+    print(f"| student >= 100 x faster | {ratios['speedup']:.0f} x | "
+          f"{'yes' if result['targets']['speedup_ge_100x'] else 'no'} |")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
