@@ -10,7 +10,9 @@ regions are re-imposed; (6) optional temporal smoothing (off by default).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -117,8 +119,9 @@ class ClosedFormTeacher:
             crop_t = trimap[y0:y1, x0:x1]
             if (crop_t != 0.5).any():
                 img = small[y0:y1, x0:x1].astype(np.float64) / 255.0
-                a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
-                                      cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
+                with contextlib.redirect_stdout(io.StringIO()):  # pymatting prints preconditioner warnings
+                    a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
+                                          cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
                 alpha_s[y0:y1, x0:x1] = a
             else:  # no known pixel to anchor the solve: keep the mask
                 alpha_s[y0:y1, x0:x1] = small_mask[y0:y1, x0:x1]

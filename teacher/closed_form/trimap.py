@@ -3,10 +3,9 @@
 The unknown band is centred on the mask boundary. Its half-width adapts to
 
 * the object's size (``size_frac`` × sqrt(mask area)): a coarse mask of a big object is off by
-  more pixels than one of a small object;
-* the mask's estimated coarseness: the distance from the mask boundary to the nearest image
-  edge (75th percentile over boundary pixels), × ``coarse_gain``. An accurate mask hugs image
-  edges (distance ≈ 0–2 px); an 8×/16×/32×-downsampled or polygon-simplified one does not;
+  more pixels than one of a small object, and big objects have larger fuzzy regions;
+* the mask's estimated coarseness (:func:`estimate_coarseness`: does the mask boundary sit on
+  the image's edges?) scales it between ``coarse_lo`` and ``coarse_hi``;
 * soft mask values (0.05 < m < 0.95) are always unknown.
 
 All widths are in pixels of the image passed in (the solve resolution).
@@ -22,39 +21,45 @@ import numpy as np
 @dataclass(frozen=True)
 class TrimapConfig:
     min_band: float = 3.0        # px, half-width floor
-    size_frac: float = 0.02      # half-width >= size_frac * sqrt(area)
-    coarse_gain: float = 1.5     # half-width >= coarse_gain * estimated boundary error
-    max_frac: float = 0.12       # half-width <= max_frac * sqrt(area)
-    max_band: float = 40.0       # px, absolute ceiling
+    size_frac: float = 0.04      # half-width = size_frac * sqrt(area) * coarseness factor
+    coarse_lo: float = 1.0       # factor for a mask that follows image edges (coarseness 0)
+    coarse_hi: float = 2.0       # factor for a mask that ignores them (coarseness 1)
+    aligned_ratio: float = 3.0   # boundary/ring gradient ratio at (and above) which coarseness is 0
+    max_band: float = 48.0       # px, absolute ceiling
 
 
-def _disk(r: int) -> np.ndarray:
+def _disk(r: float) -> np.ndarray:
     r = max(1, int(round(r)))
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
-def estimate_coarseness(image: np.ndarray, binary: np.ndarray) -> float:
-    """Typical distance (px) from the mask boundary to the nearest image edge."""
+def estimate_coarseness(image: np.ndarray, binary: np.ndarray, ring: int = 10, aligned_ratio: float = 3.0) -> float:
+    """0 (the mask boundary lies on image edges) .. 1 (it ignores them).
+
+    Ratio of the mean image-gradient magnitude on the mask boundary to that in a ring of
+    ``ring`` px around it: an accurate mask's boundary sits on the strongest nearby edges
+    (ratio >= ``aligned_ratio``), a downsampled or polygon-simplified one does not (ratio <= 0.5).
+    """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
-    med = float(np.median(gray))
-    edges = cv2.Canny(gray, max(10.0, 0.66 * med * 0.5), max(30.0, 1.33 * med * 0.5))
-    if not edges.any():
-        return 0.0
-    dist = cv2.distanceTransform((edges == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    g = cv2.GaussianBlur(gray.astype(np.float32), (3, 3), 0)
+    mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
     b = binary.astype(np.uint8)
-    boundary = (b - cv2.erode(b, _disk(1))).astype(bool)
+    boundary = (cv2.dilate(b, _disk(1)) - cv2.erode(b, _disk(1))).astype(bool)
     if not boundary.any():
         return 0.0
-    return float(np.percentile(dist[boundary], 75))
+    around = cv2.dilate(boundary.astype(np.uint8), _disk(ring)).astype(bool) & ~boundary
+    if not around.any():
+        return 0.0
+    ratio = float(mag[boundary].mean()) / (float(mag[around].mean()) + 1e-6)
+    return float(np.clip((aligned_ratio - ratio) / (aligned_ratio - 0.5), 0.0, 1.0))
 
 
 def band_width(image: np.ndarray, binary: np.ndarray, cfg: TrimapConfig = TrimapConfig()) -> tuple[float, float]:
-    """(half-width px, estimated coarseness px) for this frame."""
-    area = float(binary.sum())
-    size = np.sqrt(area)
-    coarse = estimate_coarseness(image, binary)
-    r = max(cfg.min_band, cfg.size_frac * size, cfg.coarse_gain * coarse)
-    r = min(r, max(cfg.min_band, cfg.max_frac * size), cfg.max_band)
+    """(half-width px, estimated coarseness 0..1) for this frame."""
+    size = float(np.sqrt(binary.sum()))
+    coarse = estimate_coarseness(image, binary, aligned_ratio=cfg.aligned_ratio)
+    factor = cfg.coarse_lo + (cfg.coarse_hi - cfg.coarse_lo) * coarse
+    r = min(max(cfg.min_band, cfg.size_frac * size * factor), cfg.max_band)
     return float(r), coarse
 
 
