@@ -1,0 +1,78 @@
+"""The CPU reference teacher: adaptive trimap + closed-form matting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pymatting")
+
+from mamakit.errors import ConfigError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def synth():
+    from mamakit.synth import make_clip
+
+    return make_clip(7, 4, (160, 120))
+
+
+def test_teacher_closed_form_beats_coarse_masks(synth):
+    from mamakit.degrade import binarize, downsample_upsample, polygon_simplify
+    from mamakit.teacher import build_teacher
+
+    teacher = build_teacher("closed-form")
+    assert teacher.name == "closed-form" and teacher.version
+    gt = synth.alpha
+    for degrade in (lambda b: downsample_upsample(b, 8), polygon_simplify):
+        masks = np.stack([degrade(binarize(a)) for a in gt]).astype(np.float32)
+        out = teacher(synth.frames, masks)
+        assert out.alpha.shape == gt.shape and out.alpha.dtype == np.float32
+        mad_mask = np.abs(masks - gt).mean()
+        mad_teacher = np.abs(out.alpha - gt).mean()
+        assert mad_teacher < 0.9 * mad_mask, (mad_teacher, mad_mask)
+
+
+def test_teacher_closed_form_trimap_adapts(synth):
+    from mamakit.degrade import binarize, downsample_upsample
+    from mamakit.teacher.closed_form.trimap import band_width, make_trimap
+
+    b = binarize(synth.alpha[0]).astype(bool)
+    r_fine, c_fine = band_width(synth.frames[0], b)
+    coarse = downsample_upsample(b.astype(np.uint8), 16).astype(bool)
+    r_coarse, c_coarse = band_width(synth.frames[0], coarse)
+    assert c_coarse > c_fine and r_coarse > r_fine  # a coarser mask gets a wider unknown band
+    # a bigger object gets a wider band (same coarseness estimate input scaled up 2x)
+    import cv2
+
+    big_img = cv2.resize(synth.frames[0], None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
+    big = cv2.resize(b.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert band_width(big_img, big)[0] > r_fine
+    tri, info = make_trimap(synth.frames[0], coarse.astype(np.float32))
+    assert set(np.unique(tri)) <= {0.0, 0.5, 1.0} and (tri == 0.5).any() and info["band"] == pytest.approx(r_coarse)
+
+
+def test_teacher_closed_form_faulty_frame_empty_full_and_options(synth):
+    from mamakit.degrade import binarize
+    from mamakit.teacher import ClosedFormTeacher, build_teacher
+
+    masks = np.stack([binarize(a) for a in synth.alpha]).astype(np.float32)
+    faulty = masks.copy()
+    faulty[2] = 0  # an isolated empty (faulty) mask between two agreeing ones
+    teacher = build_teacher("closed-form", solve_size=96)
+    a = teacher(synth.frames, faulty).alpha
+    ref = teacher(synth.frames, masks).alpha
+    assert a[2].mean() > 0.5 * ref[2].mean()  # repaired from the neighbours
+    no_repair = build_teacher("closed-form", solve_size=96, repair_masks=False)(synth.frames, faulty).alpha
+    assert no_repair[2].max() == 0.0  # without repair an empty mask means "no object"
+    full = np.ones_like(masks)
+    assert build_teacher("closed-form", repair_masks=False)(synth.frames[:1], full[:1]).alpha.min() == 1.0
+    smooth = build_teacher("closed-form", solve_size=96, temporal_smoothing=0.5)(synth.frames, masks).alpha
+    assert smooth.shape == masks.shape
+    with pytest.raises(ConfigError):
+        ClosedFormTeacher.build(solve_size=4)
+    with pytest.raises(ConfigError):
+        build_teacher("closed-form", no_such_option=1)
+    with pytest.raises(ConfigError):
+        build_teacher("nope")
+    with pytest.raises(ConfigError, match="masks for"):
+        teacher(synth.frames, masks[:2])
