@@ -147,6 +147,10 @@ def build_engines(bundle_path: str | os.PathLike, *, precision: str | None = Non
                 f"(precision comes from the graph): export a {precision} bundle with "
                 f"`mamakit export onnx --precision {precision}` and build that"
             )
+    scheme = (bundle.manifest.get("export", {}).get("conversion") or {}).get("scheme")
+    if bundle.precision == "int8" and scheme == "cpu":
+        raise ConfigError(f"bundle {root} is int8 in the ONNX-Runtime-only `cpu` scheme (uint8 zero-points, int32 biases), "
+                          "which TensorRT cannot build: re-export with `--precision int8 --int8-scheme trt`")
     todo = [g for g in bundle.graphs if graphs is None or g in graphs]
     gpu = _gpu()
     if flavour == "tensorrt" and gpu is None:
