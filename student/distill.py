@@ -292,8 +292,12 @@ class SaveResolvedConfig(pl.Callback):
 def run_distill(args: list[str], ckpt_path: str | None = None) -> dict[str, Any]:
     """Parse ``args`` with LightningCLI (``--config FILE``, ``--section.key value``), train, and
     return ``{"checkpoint_dir", "last", "student_dir", "global_step"}``."""
+    import warnings
+
     from pytorch_lightning.cli import LightningCLI
 
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
     try:
         cli = LightningCLI(
             StudentDistillation, StudentData_cls(), args=args, run=False,
