@@ -274,3 +274,30 @@ def test_runtime_cli_two_stage_guide_bundle_feeds_the_student(bundles, tmp_path,
     for i in range(5):
         a = cv2.imread(str(tmp_path / "alpha" / f"{i:03d}.png"), cv2.IMREAD_GRAYSCALE)
         assert a[45, 80] > 240 and a[5, 5] < 15 and a[45, 20] < 15, i
+
+
+@pytest.mark.slow  # exporting even a tiny SAM2-Matte takes minutes on 2 cores
+def test_runtime_cli_sam2_matte_bundle_and_two_stage_guide(bundles, clip, tmp_path):
+    """A real (random-weight, tiny) SAM2-Matte bundle: as the main bundle with --prompt, and as
+    the --guide of a student; prompt refusals exit 2."""
+    import torch
+
+    from mamakit.export.sam2 import export_sam2_matte
+    from mamakit.student.sam2matte.config import tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+
+    torch.manual_seed(0)
+    Sam2Matte(tiny_config(128)).save_pretrained(tmp_path / "sam_ckpt")
+    sam = export_sam2_matte(tmp_path / "sam_ckpt", tmp_path / "sam_bundle", threads=1)
+    p = run_cli("run", "--bundle", sam, "--source", clip, "--prompt", "point=80,45", "--alpha", tmp_path / "a1")
+    assert p.returncode == 0, p.stderr
+    assert len(list((tmp_path / "a1").glob("*.png"))) == 12
+    p = run_cli("run", "--bundle", bundles["probe"], "--guide", sam, "--source", clip, "--prompt", "box=20,20,70,70",
+                "--prompt-frame", 2, "--alpha", tmp_path / "a2")
+    assert p.returncode == 0, p.stderr
+    assert "sam2-matte guide bundle" in p.stderr
+    assert len(list((tmp_path / "a2").glob("*.png"))) == 12
+    assert_one_line_error(run_cli("run", "--bundle", sam, "--source", clip, "--alpha", tmp_path / "x"), 2, "prompt")
+    assert_one_line_error(run_cli("run", "--bundle", sam, "--source", clip, "--prompt", "500,5"), 2, "outside")
+    assert_one_line_error(run_cli("run", "--bundle", sam, "--source", clip, "--prompt", "box=5,5,5,9"), 2, "zero area")
+    assert not (tmp_path / "x").exists()
