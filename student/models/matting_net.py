@@ -113,6 +113,11 @@ class StudentNet(nn.Module):
                                         separable=cfg.decoder_separable)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
         self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius)
+        # start as "the guide, box-filtered and upsampled": zero alpha correction, zero foreground
+        # residual, zero guided-filter slope (A = 0 -> output = local mean of the low-res prediction)
+        for conv in (self.head, self.refiner.conv[-1]):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
 
     # ---- shapes -------------------------------------------------------------------------
     def trunk_size(self, height: int, width: int) -> tuple[int, int]:
