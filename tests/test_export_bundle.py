@@ -264,6 +264,13 @@ def test_export_trt_cli_targets_and_precision_rules(rtx_bundles, tmp_path):
     assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--precision", "fp16"), 2, "strongly typed")
     assert_one_line_error(run_cli("export", "trt", "--bundle", b, "--compute-capability", "5.0"), 2, "compute")
     assert not cache.exists()  # TensorRT-RTX has no timing cache: nothing pretends to be one
+    # an int8 bundle in the ONNX-Runtime-only scheme is refused before any parsing
+    cpu = tmp_path / "cpu-int8"
+    shutil.copytree(rtx_bundles["int8"], cpu)
+    m = json.loads((cpu / "bundle.json").read_text())
+    m["export"]["conversion"]["scheme"] = "cpu"
+    (cpu / "bundle.json").write_text(json.dumps(m))
+    assert_one_line_error(run_cli("export", "trt", "--bundle", cpu), 2, "--int8-scheme trt")
 
 
 def test_export_trt_engine_deserialises_on_a_gpu(rtx_bundles):
