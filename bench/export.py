@@ -51,9 +51,10 @@ def _student_source(args, work: Path) -> Path:
 
     from mamakit.student.models import StudentNet
 
-    torch.manual_seed(0)
     d = work / "random-small"
-    StudentNet().save_pretrained(d)
+    if not (d / "model.safetensors").is_file():
+        torch.manual_seed(0)
+        StudentNet().save_pretrained(d)
     return d
 
 
@@ -90,7 +91,7 @@ def _time_models(models: dict[str, dict], size, rounds: int, threads: int) -> di
     inputs, _ = _clip(size, 8, seed=11)
     runners = {}
     for name, spec in models.items():
-        sess = G.ort_session(spec["path"], threads)
+        sess = G.ort_session(spec["path"], threads, spin=False)
         outs = [o.name for o in sess.get_outputs()]
         state = {}
         for i in sess.get_inputs():
@@ -98,7 +99,7 @@ def _time_models(models: dict[str, dict], size, rounds: int, threads: int) -> di
                 continue
             shape = [d if isinstance(d, int) else 1 for d in i.shape]
             state[i.name] = np.zeros(shape, np.float32)
-        runners[name] = {"sess": sess, "outs": outs, "state": state, "times": [], **spec}
+        runners[name] = {"sess": sess, "outs": outs, "state": state, "times": [], "cpu": [], **spec}
     for r in range(rounds + 3):
         for name, run in runners.items():
             src, guide = inputs[r % len(inputs)]
@@ -107,14 +108,16 @@ def _time_models(models: dict[str, dict], size, rounds: int, threads: int) -> di
                 feed["downsample_ratio"] = np.array([run["ratio"]], np.float32)
             else:
                 feed["guide"] = guide
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             res = dict(zip(run["outs"], run["sess"].run(None, feed)))
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             if r >= 3:
                 run["times"].append(dt)
+                run["cpu"].append(dc)
             run["state"] = {k: res[k[:-1] + "o"] for k in run["state"]}
     return {n: {"ms_median": float(np.median(r["times"]) * 1e3), "ms_p10": float(np.percentile(r["times"], 10) * 1e3),
-                "frames": len(r["times"])} for n, r in runners.items()}
+                "cpu_ms_median": float(np.median(r["cpu"]) * 1e3), "frames": len(r["times"])}
+            for n, r in runners.items()}
 
 
 def main() -> int:
@@ -128,6 +131,7 @@ def main() -> int:
     ap.add_argument("--rvm", default=str(DEFAULT_RVM))
     ap.add_argument("--json", default="export_bench.json")
     ap.add_argument("--keep", help="keep the exported bundles in this folder")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: reuse bundles already exported there")
     ap.add_argument("--quick", action="store_true", help="512x288 only, 8 parity frames, 10 rounds")
     args = ap.parse_args()
     if args.quick:
@@ -156,26 +160,28 @@ def main() -> int:
         models = {}
         for label, prec, scheme in variants:
             out = work / f"{tag}-{prec}-{scheme}"
-            if out.exists():
-                shutil.rmtree(out)
             t0 = time.perf_counter()
-            try:
-                export_student(source, out, StudentExportOptions(
-                    size=size, precision=prec, calib=str(calib) if prec == "int8" else None, int8_scheme=scheme,
-                    parity_frames=args.frames, threads=args.threads))
-            except Exception as exc:  # report, keep benchmarking the others
-                rows[label] = {"error": str(exc)}
-                print(f"[{tag}] {label}: export failed: {exc}", file=sys.stderr)
-                continue
+            if not (args.reuse and (out / "bundle.json").is_file()):
+                shutil.rmtree(out, ignore_errors=True)
+                try:
+                    export_student(source, out, StudentExportOptions(
+                        size=size, precision=prec, calib=str(calib) if prec == "int8" else None, int8_scheme=scheme,
+                        parity_frames=args.frames, threads=args.threads))
+                except Exception as exc:  # report, keep benchmarking the others
+                    rows[label] = {"error": str(exc)}
+                    print(f"[{tag}] {label}: export failed: {exc}", file=sys.stderr)
+                    continue
             m = json.loads((out / "bundle.json").read_text())
             p = m["parity"]
-            rows[label] = {"export_s": round(time.perf_counter() - t0, 1), "file_mb": (out / "main.onnx").stat().st_size / 2**20,
+            rows[label] = {"export_s": round(time.perf_counter() - t0, 1),
+                           "file_mb": (out / "main.onnx").stat().st_size / 2**20,
                            "parity": {k: p.get(k) for k in ("max_abs_diff_pha", "mad_vs_gt_pytorch", "mad_vs_gt_onnx",
-                                                             "passed", "criterion")}}
+                                                             "passed", "criterion", "clip")}}
             models[label] = {"path": out / "main.onnx"}
         if "fp32" in models:
             dyn = work / f"{tag}-int8-dynamic.onnx"
-            _dynamic_int8(models["fp32"]["path"].parent, dyn, size, args.frames, args.threads)
+            if not (args.reuse and dyn.is_file()):
+                _dynamic_int8(models["fp32"]["path"].parent, dyn, size, args.frames, args.threads)
             rows["int8-dynamic (not shipped)"] = {"file_mb": dyn.stat().st_size / 2**20,
                                                   "parity": _parity_dynamic(source, dyn, size, args.frames, args.threads)}
             models["int8-dynamic (not shipped)"] = {"path": dyn}
@@ -186,14 +192,19 @@ def main() -> int:
         timing = _time_models(models, size, args.rounds, args.threads)
         base = timing.get("fp32", {}).get("ms_median")
         rvm_ms = timing.get("RVM mbv3 fp32", {}).get("ms_median")
+        base_cpu = timing.get("fp32", {}).get("cpu_ms_median")
+        rvm_cpu = timing.get("RVM mbv3 fp32", {}).get("cpu_ms_median")
         for name, t in timing.items():
             rows[name].update(t)
             rows[name]["speedup_vs_fp32"] = base / t["ms_median"] if base else None
             rows[name]["speedup_vs_rvm"] = rvm_ms / t["ms_median"] if rvm_ms else None
+            rows[name]["cpu_speedup_vs_fp32"] = base_cpu / t["cpu_ms_median"] if base_cpu else None
+            rows[name]["cpu_speedup_vs_rvm"] = rvm_cpu / t["cpu_ms_median"] if rvm_cpu else None
         results["sizes"][tag] = rows
         print(f"\n### ONNX Runtime CPU, {tag}, {args.threads} threads ({args.rounds} frames, interleaved)\n")
-        print("| model | ms/frame (median) | p10 | × fp32 | × RVM | max abs Δα vs PyTorch | MAD PyTorch | MAD ORT | parity | MB |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("| model | wall ms/frame (median) | p10 | CPU ms/frame | × fp32 (wall) | × fp32 (CPU) | × RVM (wall) | × RVM (CPU) "
+              "| max abs Δα vs PyTorch | MAD PyTorch | MAD ORT | parity | MB |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for name, r in rows.items():
             if "error" in r:
                 print(f"| {name} | export failed: {r['error'][:60]} |||||||||")
@@ -201,7 +212,9 @@ def main() -> int:
             p = r.get("parity", {})
             f = lambda v, fmt: (fmt % v) if isinstance(v, (int, float)) else "–"  # noqa: E731
             print(f"| {name} | {f(r.get('ms_median'), '%.1f')} | {f(r.get('ms_p10'), '%.1f')} | "
-                  f"{f(r.get('speedup_vs_fp32'), '%.2f')} | {f(r.get('speedup_vs_rvm'), '%.2f')} | "
+                  f"{f(r.get('cpu_ms_median'), '%.1f')} | "
+                  f"{f(r.get('speedup_vs_fp32'), '%.2f')} | {f(r.get('cpu_speedup_vs_fp32'), '%.2f')} | "
+                  f"{f(r.get('speedup_vs_rvm'), '%.2f')} | {f(r.get('cpu_speedup_vs_rvm'), '%.2f')} | "
                   f"{f(p.get('max_abs_diff_pha'), '%.1e')} | {f(p.get('mad_vs_gt_pytorch'), '%.4f')} | "
                   f"{f(p.get('mad_vs_gt_onnx'), '%.4f')} | {'pass' if p.get('passed') else ('–' if p.get('passed') is None else 'FAIL')} | "
                   f"{r['file_mb']:.1f} |")
