@@ -40,7 +40,7 @@ def _one(spec: dict) -> dict:
     """Run one speed/memory measurement in this (fresh) process."""
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(int(spec.get("threads", 1)))
     from mamakit.teacher import ClosedFormTeacher, VideoMaMaTeacher
 
     w, h = spec["size"]
@@ -121,7 +121,7 @@ def alphamatting_clips(n_images: int, frames: int, seed: int = 0):
         yield f"GT{i:02d}", np.stack(out), np.repeat(gt[None], frames, axis=0)
 
 
-def closed_form_quality(n_images: int, frames: int, modes: list[str]) -> dict:
+def closed_form_quality(n_images: int, frames: int, modes: list[str], threads: int = 1) -> dict:
     from mamakit.degrade import DegradeConfig, degrade_masks
     from mamakit.teacher import build_teacher
 
@@ -160,20 +160,25 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer sizes, frames and images")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per measurement (default 1: on a shared, loaded CPU more threads "
+                        "spin-wait and run far slower)")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:
         print(json.dumps(_one(json.loads(args._one))))
         return 0
-    results: dict = {"quick": args.quick}
+    results: dict = {"quick": args.quick, "threads": args.threads, "cpus": os.cpu_count(),
+                     "loadavg_start": list(os.getloadavg())}
     sizes = [(128, 64), (256, 128)] if args.quick else [(128, 64), (256, 128), (512, 256)]
     nframes = 8 if args.quick else 16
     speed = []
     for teacher in ("videomama-tiny", "closed-form"):
         for size in sizes:
-            speed.append(measure({"teacher": teacher, "size": list(size), "frames": nframes}))
+            speed.append(measure({"teacher": teacher, "size": list(size), "frames": nframes, "threads": args.threads}))
     results["speed"] = speed
-    print("## Teacher speed and peak memory (this machine, CPU)\n")
+    print(f"## Teacher speed and peak memory (this machine: {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}, torch threads {args.threads})\n")
     print("| teacher | size | frames | frames/s | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for r in speed:
@@ -183,7 +188,7 @@ def main(argv=None) -> int:
     mem = []
     for teacher, size in (("videomama-tiny", (64, 64)), ("closed-form", (128, 96))):
         for n in lengths:
-            mem.append(measure({"teacher": teacher, "size": list(size), "frames": n}))
+            mem.append(measure({"teacher": teacher, "size": list(size), "frames": n, "threads": args.threads}))
     results["memory_vs_length"] = mem
     print("\n## Peak memory vs video length (streamed)\n")
     print("| teacher | size | frames | peak RSS MiB | frames/s |")
@@ -194,7 +199,7 @@ def main(argv=None) -> int:
     if not args.skip_quality and (SHARED / "data" / "alphamatting").is_dir():
         n_img, n_fr = (8, 4) if args.quick else (27, 6)
         modes = ["8x", "poly"] if args.quick else ["8x", "poly", "mixed"]
-        q = closed_form_quality(n_img, n_fr, modes)
+        q = closed_form_quality(n_img, n_fr, modes, args.threads)
         results["closed_form_quality"] = {"images": n_img, "frames": n_fr, **q}
         print(f"\n## Closed-form teacher vs mask-as-is on alphamatting ({n_img} images x {n_fr} frames, "
               "panning backgrounds; MAD x1e3)\n")

@@ -63,6 +63,8 @@ def add_parser(subparsers) -> None:
     o.add_argument("--num-nodes", type=int, default=1)
     o.add_argument("--strategy", default="auto", help="Lightning strategy (e.g. ddp)")
     o.add_argument("--accelerator", default="auto", help="Lightning accelerator (auto follows the teacher's device)")
+    o.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest "
+                                               "on a shared, busy CPU)")
     o.add_argument("--json", dest="json_out", help="also write the summary as JSON to this file")
     p.set_defaults(func=run)
 
@@ -103,7 +105,7 @@ def run(args) -> int:
         base_model=args.base_model, unet=args.unet, unet_config=args.unet_config,
         teacher_options=_teacher_options(args), min_quality=args.min_quality, alpha_bits=args.alpha_bits,
         frame_format=args.frame_format, devices=devices, num_nodes=args.num_nodes, strategy=args.strategy,
-        accelerator=args.accelerator, progress=not args.quiet)
+        accelerator=args.accelerator, progress=not args.quiet, threads=args.threads)
     summary = label(cfg)
     error = summary.pop("error", None)
     _print_summary(summary)

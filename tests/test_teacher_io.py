@@ -15,6 +15,15 @@ from mamakit.errors import ConfigError  # noqa: E402
 from mamakit.io import read_alpha, write_alpha_png, write_image  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, busy CPU more threads spin-wait and run ~20x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     from mamakit.teacher.make_tiny import make_tiny
@@ -78,7 +87,7 @@ def test_teacher_label_videomama_tiny_dir_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "out"
     rc = main(["-q", "label", "--teacher", "videomama", "--base-model", tiny_dir["base_model"], "--unet",
                tiny_dir["unet"], "--source", str(fdir), "--masks", str(mdir), "--out", str(out), "--size", "64x64",
-               "--window", "2", "--overlap", "1", "--device", "cpu"])
+               "--window", "2", "--overlap", "1", "--device", "cpu", "--threads", "1"])
     assert rc == 0
     alphas = [read_alpha(out / "alpha" / f"{t:05d}.png") for t in range(3)]
     assert all(a.shape == (48, 64) for a in alphas)

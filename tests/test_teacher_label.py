@@ -18,6 +18,9 @@ pytest.importorskip("pytorch_lightning")
 
 from mamakit.io import read_alpha, write_alpha_png, write_image  # noqa: E402
 
+# one thread per subprocess: on a shared, busy CPU more threads spin-wait and run far slower
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
 
 def _write_clip(folder: Path, seed: int, frames: int = 4, size=(64, 48), mask_scale: int = 1,
                 empty: bool = False) -> tuple[Path, Path]:
@@ -43,7 +46,7 @@ def _write_clip(folder: Path, seed: int, frames: int = 4, size=(64, 48), mask_sc
 def _main(*args) -> int:
     from mamakit.cli import main
 
-    return main(["-q", *map(str, args)])
+    return main(["-q", *map(str, args), "--threads", "1"])
 
 
 def test_teacher_label_single_clip_resized_masks_and_resume(tmp_path, capsys):
@@ -106,16 +109,20 @@ def test_teacher_label_dataset_mode_min_quality(tmp_path):
     assert not (out / "clips" / "clip5").exists()
 
 
-def test_teacher_label_corrupt_frame_mid_clip_fails_only_that_clip(tmp_path):
+def test_teacher_label_corrupt_frame_mid_clip_fails_only_that_clip(tmp_path, capsys):
     for seed in (6, 7):
         _write_clip(tmp_path, seed, frames=4)
     bad = tmp_path / "frames" / "clip6" / "f002.png"
     data = bad.read_bytes()
     bad.write_bytes(data[:40] + bytes(len(data) - 40))  # a damaged frame (valid size, broken data)
     out = tmp_path / "ds"
-    proc = run_cli("-q", "label", "--teacher", "closed-form", "--source", tmp_path / "frames", "--masks",
-                   tmp_path / "masks", "--out", out)
-    assert_one_line_error(proc, code=1, contains="clip6")
+    capsys.readouterr()
+    # in-process (the same `mamakit.cli.main` the console script runs; saves a 2nd Lightning start-up)
+    code = _main("label", "--teacher", "closed-form", "--source", tmp_path / "frames", "--masks",
+                 tmp_path / "masks", "--out", out)
+    err = capsys.readouterr().err
+    errors = [l for l in err.splitlines() if l.startswith("error: ")]
+    assert code == 1 and len(errors) == 1 and "clip6" in errors[0] and "Traceback" not in err, err
     lines = [json.loads(l) for l in (out / "manifest.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == ["clip7"]
     assert not (out / "clips" / "clip6").exists()
@@ -140,8 +147,8 @@ def test_teacher_label_resume_after_kill_9(tmp_path):
     lst = _many_clips(tmp_path, 8, frames=6, size=(192, 144))
     killed = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mamakit", "-q", "label", "--teacher", "closed-form", "--source", str(lst),
-           "--out", str(killed)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+           "--out", str(killed), "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ONE_THREAD})
     manifest = killed / "manifest.jsonl"
     deadline = time.monotonic() + 120
     try:

@@ -47,6 +47,7 @@ class LabelConfig:
     strategy: str = "auto"
     accelerator: str = "auto"
     progress: bool = True
+    threads: int | None = None
 
 
 def _key(cfg: LabelConfig, teacher) -> str:
@@ -129,6 +130,12 @@ def label(cfg: LabelConfig) -> dict:
         jobs = [replace(j, masks=None) for j in jobs]
     infos = {j.clip_id: check_job(j, cfg.prompts) for j in jobs}
     masks = MaskProvider.create(cfg, infos)   # SAM2 checks (dependency, checkpoint/config) happen here
+    if cfg.threads is not None:
+        if cfg.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {cfg.threads}")
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     teacher = build_label_teacher(cfg)
 
     from mamakit.teacher.label.writer import DatasetLabelWriter, SingleClipWriter, rejected_ids
