@@ -114,3 +114,26 @@ def test_teacher_sam2_first_frame_and_prompts(tmp_path):
         parse_prompt("point=1")
     with pytest.raises(ConfigError, match="--sam2-checkpoint"):
         build_sam2_predictor(None, None, image_size=128)
+
+
+def test_teacher_label_first_frame_mask_through_sam2(tmp_path):
+    pytest.importorskip("sam2")
+    from mamakit.cli import main
+
+    frames, masks = _clip(t=2)
+    fdir = tmp_path / "f"
+    fdir.mkdir()
+    for t in range(2):
+        write_image(fdir / f"{t:05d}.png", frames[t])
+    first = tmp_path / "first.png"
+    write_alpha_png(first, masks[0])
+    out = tmp_path / "out"
+    rc = main(["-q", "label", "--teacher", "closed-form", "--source", str(fdir), "--masks", str(first),
+               "--sam2-random-weights", "--sam2-image-size", "128", "--out", str(out), "--threads", "1"])
+    assert rc == 0
+    assert sorted(p.name for p in (out / "alpha").iterdir()) == ["00000.png", "00001.png"]
+    q = json.loads((out / "quality.json").read_text())
+    # frame 0 is conditioned on the given mask, so its alpha agrees with it
+    a0 = read_alpha(out / "alpha" / "00000.png") > 0.5
+    m0 = masks[0] > 0.5
+    assert (a0 & m0).sum() / (a0 | m0).sum() > 0.8 and q["frames"] == 2
