@@ -160,6 +160,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer sizes, frames and images")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--skip-quality", action="store_true")
+    p.add_argument("--skip-speed", action="store_true", help="only the closed-form quality table")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per measurement (default 1: on a shared, loaded CPU more threads "
                         "spin-wait and run far slower)")
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
     sizes = [(128, 64), (256, 128)] if args.quick else [(128, 64), (256, 128), (512, 256)]
     nframes = 8 if args.quick else 16
     speed = []
-    for teacher in ("videomama-tiny", "closed-form"):
+    for teacher in ([] if args.skip_speed else ["videomama-tiny", "closed-form"]):
         for size in sizes:
             speed.append(measure({"teacher": teacher, "size": list(size), "frames": nframes, "threads": args.threads}))
     results["speed"] = speed
@@ -183,10 +184,10 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     for r in speed:
         print(f"| {r['teacher']} | {r['size'][0]}x{r['size'][1]} | {r['frames']} | {r.get('frames_per_s', r.get('error'))} "
-              f"| {r.get('peak_rss_mib', '-')} |")
+              f"| {r.get('peak_rss_mib', '-')} |", flush=True)
     lengths = (100, 400)
     mem = []
-    for teacher, size in (("videomama-tiny", (64, 64)), ("closed-form", (128, 96))):
+    for teacher, size in (() if args.skip_speed else (("videomama-tiny", (64, 64)), ("closed-form", (128, 96)))):
         for n in lengths:
             mem.append(measure({"teacher": teacher, "size": list(size), "frames": n, "threads": args.threads}))
     results["memory_vs_length"] = mem

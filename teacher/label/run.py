@@ -123,6 +123,12 @@ def label(cfg: LabelConfig) -> dict:
     if cfg.prompts and cfg.masks:
         raise ConfigError("pass either --masks or --prompt, not both")
 
+    from mamakit.errors import require
+
+    for module in ("torch", "pytorch_lightning"):
+        require(module, "teacher", "mamakit label")
+    if cfg.teacher == "closed-form":
+        require("pymatting", "teacher", "the closed-form teacher")
     mode, jobs = discover(cfg.source, cfg.masks)
     if cfg.prompts:
         from dataclasses import replace
