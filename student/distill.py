@@ -169,12 +169,16 @@ class StudentDistillation(pl.LightningModule):
         self._skipped += int(batch["skipped"])
         if batch.get("empty"):
             return None
+        if self.weights.feature and "teacher_feat" not in batch:
+            raise ConfigError("loss_weights.feature > 0 but the data carries no teacher features (the current "
+                              "teachers return none): set model.loss_weights.feature to 0")
         opt = self.optimizers()
         sched = self.lr_schedulers()
         src, target, mask = batch["src"], batch["target"], batch["mask"]
         valid, tgt_fgr, has_fgr = batch["mask_valid"], batch["fgr"], batch["has_fgr"]
         B, T, _, H, W = src.shape
         k = int(self.hparams.tbptt)
+        use_feat = bool(self.weights.feature)
         state = self.student.initial_state(B, H, W, device=src.device, dtype=src.dtype)
         feedback = torch.zeros_like(mask[:, 0])
         prev_pha = prev_target = None
@@ -183,15 +187,22 @@ class StudentDistillation(pl.LightningModule):
         total_value = 0.0
         for c0 in range(0, T, k):
             c1 = min(T, c0 + k)
-            phas, fgrs = [], []
+            phas, fgrs, feats = [], [], []
             for t in range(c0, c1):
                 guide = torch.where(valid[:, t].view(B, 1, 1, 1), mask[:, t], feedback.detach())
-                pha, fgr, *state = self.student(src[:, t], guide, *state)
+                if use_feat:
+                    pha, fgr, state, f16 = self.student.forward_features(src[:, t], guide, *state)
+                    feats.append(f16)
+                else:
+                    pha, fgr, *state = self.student(src[:, t], guide, *state)
                 feedback = pha
                 phas.append(pha)
                 fgrs.append(fgr)
             P, Fg = torch.stack(phas, 1), torch.stack(fgrs, 1)
-            loss, terms = self.clip_losses(P, Fg, target[:, c0:c1], tgt_fgr[:, c0:c1], has_fgr, prev_pha, prev_target)
+            feat = torch.stack(feats, 1).flatten(0, 1) if use_feat else None
+            tfeat = batch["teacher_feat"][:, c0:c1].flatten(0, 1) if use_feat else None
+            loss, terms = self.clip_losses(P, Fg, target[:, c0:c1], tgt_fgr[:, c0:c1], has_fgr, prev_pha, prev_target,
+                                           feat, tfeat)
             self._check_finite(loss.detach(), "the training loss")
             self.manual_backward(loss * ((c1 - c0) / T))
             state = [s.detach() for s in state]
@@ -255,7 +266,8 @@ class StudentDistillation(pl.LightningModule):
         if not self._val_rows:
             return
         for key in self._val_rows[0]:
-            self.log(f"val/{key}", float(np.mean([r[key] for r in self._val_rows])), prog_bar=key == "mad")
+            self.log(f"val/{key}", float(np.mean([r[key] for r in self._val_rows])), prog_bar=key == "mad",
+                     sync_dist=True)
         self._val_rows = []
 
     def _log_grid(self, src, mask, valid, target, pha) -> None:
