@@ -161,6 +161,8 @@ def label(cfg: LabelConfig) -> dict:
         writer = SingleClipWriter(out, teacher, min_quality=cfg.min_quality, alpha_bits=cfg.alpha_bits,
                                   total=len(jobs), progress=cfg.progress)
         writer.key = key
+        if out.exists():
+            _clean_stale_tmp(out)
     else:
         writer = DatasetLabelWriter(out, teacher, min_quality=cfg.min_quality, alpha_bits=cfg.alpha_bits,
                                     frame_format=cfg.frame_format, total=0, progress=cfg.progress)
