@@ -261,3 +261,18 @@ def test_teacher_label_sam2_missing_names_extra(tmp_path, clip_dirs):
                    env={"PYTHONPATH": str(blocked.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     assert_one_line_error(proc, 2, contains="mamakit[sam2]")
     _nothing_written(out)
+
+
+def test_teacher_label_relabels_a_dataset(tmp_path):
+    from mamakit.dataset import Dataset
+    from mamakit.synth import synth_dataset
+
+    src = tmp_path / "synth"
+    synth_dataset(src, 2, 3, (64, 48), 0)
+    out = tmp_path / "relabelled"
+    assert _main("label", "--teacher", "closed-form", "--source", src, "--out", out) == 0
+    a, b = Dataset(src), Dataset(out)
+    assert sorted(a.ids) == sorted(b.ids)
+    for cid in a.ids:
+        assert len(b[cid]) == len(a[cid]) and b[cid].meta["alpha"] == "teacher:closed-form@1.0"
+        np.testing.assert_array_equal(b[cid].frames(), a[cid].frames())

@@ -191,3 +191,15 @@ def test_teacher_pipeline_refuses_eight_input_unet():
     unet = UNetSpatioTemporalConditionModel(**{**TINY_UNET_CONFIG, "in_channels": 8})
     with pytest.raises(ConfigError, match="8 input channels"):
         VideoMaMaPipeline(unet, AutoencoderKLTemporalDecoder(**TINY_VAE_CONFIG), OneStepSampler())
+
+
+def test_teacher_sequential_offload_hooks_keep_results(tiny):
+    from mamakit.teacher import VideoMaMaTeacher
+    from mamakit.teacher.videomama.teacher import _sequential_offload
+
+    frames, masks = _clip(t=2)
+    ref = tiny(frames, masks).alpha
+    other = VideoMaMaTeacher.tiny(seed=0, window=3, overlap=1, processing_size=(64, 64))
+    _sequential_offload(other.pipeline.unet, torch.device("cpu"))
+    _sequential_offload(other.pipeline.vae, torch.device("cpu"))
+    np.testing.assert_allclose(other(frames, masks).alpha, ref, atol=1e-6)
