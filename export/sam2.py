@@ -236,9 +236,12 @@ _NORM = {"image": "rgb 0..1", "alpha": "alpha 0..1", "mask_hr": "logits at model
 
 
 def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precision: str = "fp32", opset: int = 18,
-                      calib=None, exporter: str = "dynamo", threads: int = 2, seed: int = 1_000_003) -> Path:
+                      calib=None, exporter: str = "auto", threads: int = 2, seed: int = 1_000_003) -> Path:
     """Export ``checkpoint`` (Lightning .ckpt with kind sam2-matte, or a save_pretrained folder) to
-    the bundle folder ``out``; raises :class:`ParityError` (nothing written) if ORT != PyTorch."""
+    the bundle folder ``out``; raises :class:`ParityError` (nothing written) if ORT != PyTorch.
+
+    ``exporter="auto"``: the dynamo exporter at opset >= 18, the legacy TorchScript one below
+    (FIELD_GUIDE §5.10: both produce graphs ONNX Runtime and TensorRT accept; legacy traces faster)."""
     import torch
 
     from mamakit.export.graph import export_module, ort_session, simplify, to_fp16
@@ -246,6 +249,8 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
 
     if precision not in ATOL:
         raise ConfigError(f"--precision {precision!r} is not supported for SAM2-Matte bundles: use fp32 or fp16")
+    if exporter == "auto":
+        exporter = "dynamo" if int(opset) >= 18 else "legacy"
     if calib is not None:
         log.info("SAM2-Matte export ignores calibration data (no int8 path)")
     out = Path(out)
@@ -281,6 +286,7 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
 
     parent = out.parent if str(out.parent) else Path(".")
     stage = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=parent))
+    os.chmod(stage, 0o755)
     try:
         # 2. trace each graph on the inputs of its first recorded call
         report = {}
@@ -332,7 +338,7 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
             raise ParityError(f"SAM2-Matte ONNX graphs differ from PyTorch: max |Δα| per frame {deltas} exceeds "
                               f"{atol}; the bundle was not written")
         # 4. the reference sample for `mamakit export check`
-        sample_calls = [r for r in record if r[0] != "encoder" or True]
+        sample_calls = record
         keep, frame_no = [], -1
         for graph, ins, outs in sample_calls:
             if graph == "encoder":

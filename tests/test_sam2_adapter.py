@@ -54,3 +54,30 @@ def test_sam2_adapter_matches_sam2_track_step(max_ptrs):
     assert ref.abs().max() < 500, "object gate closed: the comparison would be vacuous"
     err = (ref[:, 0] - ours).abs().amax(dim=(1, 2))
     assert float(err.max()) < 2e-3, f"per-frame max |Δlogit| {err.tolist()}"
+
+
+def test_sam2_official_checkpoint_format_loads_strictly(tmp_path):
+    """An official-format checkpoint ({"model": state_dict}, torch.save) loads strictly into the
+    matching architecture and is refused, with one clear error, by a different one."""
+    import dataclasses
+
+    from mamakit.errors import ConfigError
+    from mamakit.student.sam2matte.adapter import load_sam2_checkpoint
+    from mamakit.student.sam2matte.config import sam21_config, tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+
+    torch.manual_seed(1)
+    src = Sam2Matte(tiny_config(128))
+    path = tmp_path / "sam2_official_format.pt"
+    torch.save({"model": src.sam.state_dict()}, path)
+    dst = Sam2Matte(tiny_config(256))  # another input size: SAM2 weights do not depend on it
+    load_sam2_checkpoint(dst.sam, path)
+    for k, v in src.sam.state_dict().items():
+        assert torch.equal(v, dst.sam.state_dict()[k]), k
+    other = Sam2Matte(dataclasses.replace(tiny_config(128), overrides=(*tiny_config().overrides, "model.memory_attention.num_layers=3")))
+    with pytest.raises(ConfigError, match="does not match its config"):
+        load_sam2_checkpoint(other.sam, path)
+    # the production preset is the official SAM2.1 hiera-t architecture (38.9 M parameters)
+    official = Sam2Matte(dataclasses.replace(sam21_config("tiny", 256), refiner=False))
+    n = sum(p.numel() for p in official.sam.parameters())
+    assert abs(n - 38.9e6) < 0.2e6, n

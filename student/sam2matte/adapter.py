@@ -111,7 +111,12 @@ def load_sam2_checkpoint(sam: nn.Module, path: str | Path) -> None:
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
         sd = sd.get("model", sd) if isinstance(sd, dict) else sd
-    missing, unexpected = sam.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = sam.load_state_dict(sd, strict=False)
+    except RuntimeError as exc:  # same keys, other shapes
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ConfigError(f"SAM2 checkpoint {path} does not match its config ({first[:200]}); "
+                          "pass the YAML the checkpoint was trained with") from exc
     if missing or unexpected:
         raise ConfigError(
             f"SAM2 checkpoint {path} does not match its config: {len(missing)} missing keys "

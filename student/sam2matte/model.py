@@ -153,7 +153,11 @@ class Sam2Matte(nn.Module):
             save_file(sd, str(tmp), metadata={"kind": "sam2-matte"})
 
     def load_weights(self, state_dict: dict) -> None:
-        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        except RuntimeError as exc:  # same keys, other shapes
+            first = str(exc).strip().splitlines()[-1].strip()
+            raise ConfigError(f"SAM2-Matte weights do not match the config ({first[:200]})") from exc
         if missing or unexpected:
             raise ConfigError(f"SAM2-Matte weights do not match the config: {len(missing)} missing keys "
                               f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")

@@ -211,9 +211,9 @@ class Sam2MatteSystem(pl.LightningModule):
 
         def lr_at(step):
             if step < warm:
-                return (step + 1) / warm
+                return float((step + 1) / warm)
             frac = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac))
+            return float(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * frac)))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
