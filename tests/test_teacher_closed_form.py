@@ -68,6 +68,10 @@ def test_teacher_closed_form_faulty_frame_empty_full_and_options(synth):
     assert build_teacher("closed-form", repair_masks=False)(synth.frames[:1], full[:1]).alpha.min() == 1.0
     smooth = build_teacher("closed-form", solve_size=96, temporal_smoothing=0.5)(synth.frames, masks).alpha
     assert smooth.shape == masks.shape
+    assert np.abs(smooth[1:] - ref[1:]).max() > 0 and np.array_equal(smooth[0], ref[0])
+    # the optional mask prior (off by default) changes the solve and stays a valid alpha
+    prior = build_teacher("closed-form", solve_size=96, mask_prior=1.0)(synth.frames[:1], masks[:1]).alpha
+    assert np.abs(prior - ref[:1]).max() > 0.05 and 0 <= prior.min() and prior.max() <= 1
     with pytest.raises(ConfigError):
         ClosedFormTeacher.build(solve_size=4)
     with pytest.raises(ConfigError):

@@ -39,6 +39,7 @@ class ClosedFormOptions:
     repair_masks: bool = True        # replace a mask that disagrees with both neighbours
     repair_iou: float = 0.6          # "disagrees" = IoU below this with the previous mask ...
     temporal_smoothing: float = 0.0  # 0 = off (default); else EMA weight of the previous alpha in static pixels
+    mask_prior: float = 0.0          # weight of a data term pulling the unknown band towards the (blurred) mask
     trimap: TrimapConfig = field(default_factory=TrimapConfig)
 
     def __post_init__(self):
@@ -65,6 +66,26 @@ def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -
     a = cov / (var + eps)
     b = mean_p - a * mean_I
     return cv2.boxFilter(a, -1, k) * I + cv2.boxFilter(b, -1, k)
+
+
+def _solve_with_prior(img: np.ndarray, trimap: np.ndarray, prior: np.ndarray, opts) -> np.ndarray:
+    """Closed-form matting with a mask data term: (L_U + λI) α_U = −R α_K + λ prior_U."""
+    import scipy.sparse as sp
+    from pymatting.laplacian.cf_laplacian import cf_laplacian
+    from pymatting.preconditioner.ichol import ichol
+    from pymatting.solver.cg import cg
+    from pymatting.util.util import trimap_split
+
+    is_fg, _is_bg, is_known, is_unknown = trimap_split(trimap)
+    L = cf_laplacian(img, epsilon=opts.epsilon, is_known=is_known)
+    L_U = L[is_unknown, :][:, is_unknown]
+    R = L[is_unknown, :][:, is_known]
+    lam = float(opts.mask_prior)
+    A = (L_U + lam * sp.identity(L_U.shape[0], format="csr")).tocsr()
+    b = -R.dot(is_fg[is_known].astype(np.float64)) + lam * prior.ravel()[is_unknown].astype(np.float64)
+    x = trimap.copy().ravel()
+    x[is_unknown] = cg(A, b, M=ichol(A), rtol=opts.cg_tol, maxiter=opts.cg_maxiter)
+    return np.clip(x, 0, 1).reshape(trimap.shape)
 
 
 class ClosedFormTeacher:
@@ -120,8 +141,13 @@ class ClosedFormTeacher:
             if (crop_t != 0.5).any():
                 img = small[y0:y1, x0:x1].astype(np.float64) / 255.0
                 with contextlib.redirect_stdout(io.StringIO()):  # pymatting prints preconditioner warnings
-                    a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
-                                          cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
+                    if opts.mask_prior > 0:
+                        sigma = max(1.0, info["band"] / 2)
+                        prior = cv2.GaussianBlur((small_mask >= 0.5).astype(np.float32), (0, 0), sigma)
+                        a = _solve_with_prior(img, crop_t, prior[y0:y1, x0:x1], opts)
+                    else:
+                        a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
+                                              cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
                 alpha_s[y0:y1, x0:x1] = a
             else:  # no known pixel to anchor the solve: keep the mask
                 alpha_s[y0:y1, x0:x1] = small_mask[y0:y1, x0:x1]
