@@ -90,6 +90,18 @@ def _clean_stale_tmp(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
+def _require_installed(modules: list[str]) -> None:
+    """The teacher extra is installed (found, not imported: importing Lightning takes seconds)."""
+    import importlib.util
+
+    from mamakit.errors import DependencyError
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DependencyError(f"{', '.join(missing)} not installed for mamakit label: install them with "
+                              f"`pip install \"mamakit[teacher]\"`")
+
+
 def _check_output(out: Path) -> None:
     """The output folder can be created/written: probed with a real temporary file (root ignores modes)."""
     import tempfile
@@ -123,12 +135,7 @@ def label(cfg: LabelConfig) -> dict:
     if cfg.prompts and cfg.masks:
         raise ConfigError("pass either --masks or --prompt, not both")
 
-    from mamakit.errors import require
-
-    for module in ("torch", "pytorch_lightning"):
-        require(module, "teacher", "mamakit label")
-    if cfg.teacher == "closed-form":
-        require("pymatting", "teacher", "the closed-form teacher")
+    _require_installed(["torch", "pytorch_lightning"] + (["pymatting"] if cfg.teacher == "closed-form" else []))
     mode, jobs = discover(cfg.source, cfg.masks)
     if cfg.prompts:
         from dataclasses import replace
