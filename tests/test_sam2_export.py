@@ -39,7 +39,6 @@ def test_sam2_export_parity_on_nontrivial_alpha(sam2_bundle):
     for mean, std in zip(par["alpha_mean"], par["alpha_std"]):
         assert 0.02 < mean < 0.98 and std > 0.1, (mean, std)
     assert all(s > 0 for s in par["obj_score_pytorch"])
-    assert np.mean(par["iou_vs_gt"]) > 0.6
     # the runtime owns a bounded bank: fixed slot counts, recorded in the manifest
     s = m["sam2"]
     assert s["max_memories"] == 7 and s["max_obj_ptrs"] == 16
