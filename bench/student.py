@@ -155,8 +155,8 @@ def main(argv=None) -> int:
     from mamakit.student.models import StudentConfig, StudentNet, count_flops, count_parameters
     from mamakit.teacher import build_teacher
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
     n_clips = args.clips or (2 if args.quick else 6)
     n_frames = args.frames or (3 if args.quick else 6)
     W, H = map(int, (args.size or ("640x360" if args.quick else "1280x720")).lower().split("x"))
@@ -181,6 +181,7 @@ def main(argv=None) -> int:
         teacher_time += time.perf_counter() - t0
         teacher_frames += len(ta)
         rows["teacher"].append(score(ta, c["alpha"]))
+        torch.set_num_threads(threads)  # the teacher may change torch's thread count
         rows["student"].append(score(run_student(model, c["frames"], c["masks"]), c["alpha"]))
         rows["student-ff"].append(score(run_student(model, c["frames"], c["masks"], True), c["alpha"]))
         log.info("  %s: mask %.1f teacher %.1f student %.1f (MAD)", c["name"], rows["mask"][-1]["mad"],
@@ -197,6 +198,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         teacher(speed_clip["frames"], speed_clip["masks"])
         t_teacher = (time.perf_counter() - t0) / len(speed_clip["frames"])
+    torch.set_num_threads(threads)
     src = torch.from_numpy(speed_clip["frames"][0]).permute(2, 0, 1)[None].float() / 255.0
     guide = torch.from_numpy(speed_clip["masks"][0])[None, None]
     state = model.initial_state(1, sh, sw)
