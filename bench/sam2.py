@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+# this file is named like the `sam2` package: keep its folder off the import path
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "sam2_matte_tiny"
 #: dense FP16 tensor-core peaks (vendor data sheets), FLOP/s

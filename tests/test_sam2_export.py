@@ -17,14 +17,20 @@ pytest.importorskip("sam2")
 FIXTURE = Path(__file__).parent / "fixtures" / "sam2_matte_tiny"
 
 
+_EXPORTED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def sam2_bundle(tmp_path_factory) -> Path:
-    """The committed tiny checkpoint exported once per session (legacy exporter, opset 17: the fast one)."""
-    from mamakit.export.sam2 import export_sam2_matte
+    """The committed tiny checkpoint exported once per process (legacy exporter, opset 17: the fast
+    one); test_sam2_runtime.py imports this fixture, the cache keeps it to one export."""
+    if "bundle" not in _EXPORTED:
+        from mamakit.export.sam2 import export_sam2_matte
 
-    out = tmp_path_factory.mktemp("sam2") / "bundle"
-    export_sam2_matte(FIXTURE, out, opset=17)
-    return out
+        out = tmp_path_factory.mktemp("sam2") / "bundle"
+        export_sam2_matte(FIXTURE, out, opset=17)
+        _EXPORTED["bundle"] = out
+    return _EXPORTED["bundle"]
 
 
 def test_sam2_export_parity_on_nontrivial_alpha(sam2_bundle):
