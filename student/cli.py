@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ckpt_path {ckpt} does not exist: pass a checkpoint file or 'last'")
     require("pytorch_lightning", "train", "distillation")
     require("jsonargparse", "train", "distillation")
+    if any(Path(c).name.startswith("sam2-") for c in configs):
+        return _run_sam2(configs, ckpt, list(getattr(args, "extra", []) or []))
     from mamakit.student.distill import run_distill
 
     lightning_args: list[str] = []
@@ -66,4 +68,20 @@ def run(args: argparse.Namespace) -> int:
     if out.get("last"):
         print(f"student checkpoint: {out['last']}")
         print(f"student folder:     {out['student_dir']}  (step {out['global_step']})")
+    return 0
+
+
+def _run_sam2(configs: list[str], ckpt: str | None, extra: list[str]) -> int:
+    """Recipes named ``sam2-*.yaml`` fine-tune SAM2-Matte (LightningCLI over its system)."""
+    from mamakit.errors import require
+
+    require("sam2", "sam2", "SAM2-Matte")
+    from mamakit.student.sam2matte.__main__ import cli_main
+
+    lightning_args = ["fit"]
+    for c in configs:
+        lightning_args += ["--config", c]
+    if ckpt:
+        lightning_args += ["--ckpt_path", ckpt]
+    cli_main(lightning_args + extra)
     return 0
