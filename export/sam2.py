@@ -374,7 +374,9 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
             source={"checkpoint": Path(checkpoint).name},
         )
         write_manifest(stage, manifest)
-        _install(stage, out)
+        from mamakit.export.student import install_bundle
+
+        install_bundle(stage, out, overwrite=True)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -383,13 +385,3 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
     return out
 
 
-def _install(stage: Path, out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        old = out.with_name(f".tmp-old-{out.name}-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if out.exists():
-            out.rmdir()
-        os.replace(stage, out)

@@ -430,7 +430,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
         if not report.ok:
             bad = "; ".join(f"{r.item}: {r.detail}" for r in report.failures())
             raise ParityError(f"the freshly written bundle fails its own check ({bad}); no bundle written")
-        _install(stage, out, o.overwrite)
+        install_bundle(stage, out, o.overwrite)
         log.info("wrote %s (%s, parity %s)", out, o.precision, parity["summary"])
         return out
     finally:
@@ -516,7 +516,7 @@ def _model_card(m: dict) -> str:
     )
 
 
-def _install(stage: Path, out: Path, overwrite: bool) -> None:
+def install_bundle(stage: Path, out: Path, overwrite: bool) -> None:
     """Move the finished folder onto ``out`` (replacing an old bundle only with ``overwrite``)."""
     if out.exists() and any(out.iterdir()):
         if not overwrite:  # re-checked: someone may have written there meanwhile

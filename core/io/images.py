@@ -148,19 +148,26 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return to_rgb_uint8(_decode(Path(path)))
 
 
-def alpha_from_array(img: np.ndarray) -> np.ndarray:
-    """A decoded OpenCV image -> float32 ``HxW`` 0..1 alpha (see :func:`read_alpha`)."""
+def gray_or_alpha(img: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """The first step of reading an alpha or a mask: a single channel, or an alpha channel that
+    varies, is the answer (float32 0..1); otherwise ``(None, colour channels)``."""
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:
-        return _to_float(img)
+        return _to_float(img), img
     ch = img.shape[2]
     if ch in (2, 4):
         a = img[..., ch - 1]
         if a.min() != a.max():
-            return _to_float(np.ascontiguousarray(a))
+            return _to_float(np.ascontiguousarray(a)), img
         img = img[..., : ch - 1]
-    return _to_float(img.max(axis=2))
+    return None, img
+
+
+def alpha_from_array(img: np.ndarray) -> np.ndarray:
+    """A decoded OpenCV image -> float32 ``HxW`` 0..1 alpha (see :func:`read_alpha`)."""
+    done, img = gray_or_alpha(img)
+    return done if done is not None else _to_float(img.max(axis=2))
 
 
 def read_alpha(path: str | os.PathLike) -> np.ndarray:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from mamakit.errors import VideoIOError
-from mamakit.io.images import IMAGE_EXTS, _to_float, list_images, quick_check, read_raw
+from mamakit.io.images import IMAGE_EXTS, _to_float, gray_or_alpha, list_images, quick_check, read_raw
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,9 @@ def mask_from_array(img: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     is binarised: a pixel is 1 when any channel exceeds ``threshold`` (of full scale). An RGBA
     mask whose alpha channel varies uses the alpha channel.
     """
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 2:
-        return _to_float(img)
-    ch = img.shape[2]
-    if ch in (2, 4):
-        a = img[..., ch - 1]
-        if a.min() != a.max():
-            return _to_float(np.ascontiguousarray(a))
-        img = img[..., : ch - 1]
+    done, img = gray_or_alpha(img)
+    if done is not None:
+        return done
     if img.shape[2] == 1:
         return _to_float(np.ascontiguousarray(img[..., 0]))
     c0 = img[..., 0]
