@@ -22,6 +22,7 @@ import numpy as np
 from mamakit.bundle import Bundle
 from mamakit.errors import BundleError, ConfigError
 
+from ..masks import check_prompt_inside
 from ..providers import create_ort_session
 from .base import Resizer, Session, check_frame
 
@@ -104,16 +105,6 @@ class Sam2MatteSession(Session):
             raise ConfigError(f"this bundle takes at most {self.max_points} prompt points (a box counts as 2), got {n}")
         self._pending = (pts, lbs, bx)
 
-    def _check_inside(self, pts, bx, w: int, h: int) -> None:
-        if pts is not None:
-            for x, y in pts:
-                if not (0 <= x < w and 0 <= y < h):
-                    raise ConfigError(f"prompt point ({x:g}, {y:g}) is outside the {w}x{h} frame")
-        if bx is not None:
-            x0, y0, x1, y1 = (float(v) for v in bx)
-            if x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
-                raise ConfigError(f"prompt box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is outside the {w}x{h} frame")
-
     def _prompt_arrays(self, pts, lbs, bx, w: int, h: int):
         r = self._resizer
         coords, labels = [], []
@@ -168,7 +159,7 @@ class Sam2MatteSession(Session):
         feeds = {"feat": enc["feat"], "high0": enc["high0"], "high1": enc["high1"], "image": self._image}
         if pending is not None:
             pts, lbs, bx = pending
-            self._check_inside(pts, bx, w, h)
+            check_prompt_inside(pts, bx, (w, h), what="prompt")
             points, labels = self._prompt_arrays(pts, lbs, bx, w, h)
             head = self._run("prompt", {**feeds, "points": points, "labels": labels})
             self._clear()
