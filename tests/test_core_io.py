@@ -272,7 +272,25 @@ def test_core_io_encoders_available():
         assert codec in av.codecs_available, codec
 
 
-@pytest.mark.parametrize("ext,size,tol", [(".mov", (63, 47), 2), (".webm", (64, 48), 8), (".webm", (63, 47), 8)])
+def test_core_io_mov_width_not_multiple_of_16_is_exact(tmp_path):
+    """prores_ks corrupts frames whose width is not a multiple of 16: those go to PNG-in-MOV."""
+    import av
+    rng = np.random.default_rng(0)
+    for w, codec in ((40, "png"), (48, "prores")):
+        alpha = (rng.random((30, w)) * 255).round().astype(np.uint8)
+        flat = np.full((30, w, 3), 200, np.uint8)
+        path = tmp_path / f"w{w}.mov"
+        with io.VideoWriter(path, 10, (w, 30)) as vw:
+            for _ in range(3):
+                vw.write(flat, alpha)
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.name == codec
+        for fr in io.read_video_rgba(path):
+            err = np.abs(fr.astype(int) - np.dstack([flat, alpha]).astype(int))
+            assert err[..., :3].max() <= 2 and err[..., 3].mean() < 1.5, (w, err.max())
+
+
+@pytest.mark.parametrize("ext,size,tol", [(".mov", (63, 47), 2), (".mov", (64, 48), 2), (".webm", (64, 48), 8), (".webm", (63, 47), 8)])
 def test_core_io_alpha_video_roundtrip(tmp_path, ext, size, tol):
     w, h = size
     rng = np.random.default_rng(0)

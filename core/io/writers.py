@@ -101,7 +101,9 @@ class VideoWriter:
     ``write(frame, alpha=None)``: ``frame`` is ``HxWx3`` uint8 RGB or ``HxWx4`` RGBA; for alpha
     formats ``alpha`` (float 0..1 or uint8 ``HxW``) becomes the alpha channel (default opaque).
     H.264 with 4:2:0 needs even sizes: odd sizes are padded by one replicated row/column
-    (the file is then one pixel wider/taller). ProRes and VP9 keep odd sizes.
+    (the file is then one pixel wider/taller). ProRes and VP9 keep odd sizes. A ``.mov`` whose
+    width is not a multiple of 16 is written as lossless PNG-in-MOV (FFmpeg's ProRes encoder
+    is unreliable at such widths).
     The file appears under its final name only on :meth:`close`.
     """
 
@@ -115,6 +117,11 @@ class VideoWriter:
             raise ConfigError(f"cannot write video with extension {ext or '(none)'!r}: "
                               f"use {', '.join(VIDEO_FORMATS)}")
         codec, pix_fmt, self.has_alpha, opts = VIDEO_FORMATS[ext]
+        if codec == "prores_ks" and int(size[0]) % 16:
+            # FFmpeg's prores_ks reads uninitialised memory when the width is not a multiple of
+            # 16 (measured: random whole-frame errors of up to 70/255 on a flat frame, different
+            # on every run). Such widths get lossless PNG-in-MOV instead, which editors also read.
+            codec, pix_fmt, opts = "png", "rgba", {}
         if codec not in av.codecs_available:
             raise DependencyError(f"this PyAV build has no {codec} encoder needed for {ext} output: "
                                   "install the PyAV wheel from PyPI (`pip install -U av`) or choose another format")
