@@ -51,6 +51,7 @@ class StudentExportOptions:
     min_calib_frames: int = 8                     # fewer than this -> ConfigError before work
     calib_method: str = "minmax"
     int8_scheme: str = "trt"                      # graph.INT8_SCHEMES: trt (ORT + TensorRT) | cpu (ORT only)
+    fgr: bool = True                              # False: alpha-only graph (no foreground output; faster)
     opset: int | None = None
     exporter: str = "auto"                        # auto: legacy for static graphs, dynamo for --dynamic
     dynamic: bool = False
@@ -142,10 +143,17 @@ def to_inputs(frame: np.ndarray, mask: np.ndarray | None, size: tuple[int, int],
 class _Wrapped:
     """Names and state layout of a loaded student."""
 
-    def __init__(self, model, size):
+    def __init__(self, model, size, fgr: bool = True):
         import torch
 
         self.model = model.eval().float()
+        self.fgr = bool(fgr)
+        self.graph_module = self.model
+        if not self.fgr:
+            if not callable(getattr(self.model, "forward_alpha", None)):
+                raise ConfigError("--no-fgr needs a student with forward_alpha (an alpha-only forward pass); "
+                                  "this checkpoint's model has none: export without --no-fgr")
+            self.graph_module = _AlphaOnly(self.model)
         self.names = list(model.state_names())
         w, h = size
         self.init_state = tuple(t.detach().float() for t in model.initial_state(1, h, w))
@@ -161,13 +169,35 @@ class _Wrapped:
 
     @property
     def output_names(self):
-        return ["pha", "fgr"] + [f"{n}o" for n in self.names]
+        return ["pha"] + (["fgr"] if self.fgr else []) + [f"{n}o" for n in self.names]
+
+    @property
+    def colour_outputs(self):
+        return ["pha", "fgr"] if self.fgr else ["pha"]
 
     def step(self, src: np.ndarray, guide: np.ndarray, state):
+        """One PyTorch call: ``(pha, fgr or None, new state)`` as the exported graph computes them."""
         torch = self.torch
         with torch.no_grad():
-            out = self.model(torch.from_numpy(src), torch.from_numpy(guide), *state)
-        return out[0].numpy(), out[1].numpy(), tuple(out[2:])
+            out = self.graph_module(torch.from_numpy(src), torch.from_numpy(guide), *state)
+        if self.fgr:
+            return out[0].numpy(), out[1].numpy(), tuple(out[2:])
+        return out[0].numpy(), None, tuple(out[1:])
+
+
+def _AlphaOnly(model):
+    """``model.forward_alpha`` as a module's forward (what torch.onnx traces)."""
+    from torch import nn
+
+    class AlphaOnly(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, src, guide, *state):
+            return self.inner.forward_alpha(src, guide, *state)
+
+    return AlphaOnly(model).eval()
 
 
 def _downsample_ratio(model) -> float | None:
@@ -278,19 +308,21 @@ def measure_parity(w: _Wrapped, graph: Path, size: tuple[int, int], frames: int,
             t_32.append(time.perf_counter() - t)
             st_32 = {f"{n}i": r32[f"{n}o"] for n in w.names}
         if i < keep_calls:
+            outs = {"pha": pha, **({"fgr": fgr} if fgr is not None else {})}
             calls.append(({"src": src, "guide": guide, **{f"{n}i": s.numpy() for n, s in zip(w.names, st_t)}},
-                          {"pha": pha, "fgr": fgr, **{f"{n}o": s.numpy() for n, s in zip(w.names, new)}}))
+                          {**outs, **{f"{n}o": s.numpy() for n, s in zip(w.names, new)}}))
         d = np.abs(res["pha"].astype(np.float64) - pha)
         dpha.append(float(d.max()))
         mpha.append(float(d.mean()))
-        dfgr.append(float(np.max(np.abs(res["fgr"].astype(np.float64) - fgr))))
+        if fgr is not None:
+            dfgr.append(float(np.max(np.abs(res["fgr"].astype(np.float64) - fgr))))
         mad_t.append(float(np.mean(np.abs(pha[0, 0] - gt))))
         mad_o.append(float(np.mean(np.abs(res["pha"][0, 0] - gt))))
         st_t = new
         st_o = {f"{n}i": res[f"{n}o"] for n in w.names}
     torch_ms, ort_ms = _ms(t_t), _ms(t_o)
     stats = {"frames": frames, "max_abs_diff_pha": max(dpha), "mean_abs_diff_pha": float(np.mean(mpha)),
-             "max_abs_diff_fgr": max(dfgr), "mad_vs_gt_pytorch": float(np.mean(mad_t)),
+             "max_abs_diff_fgr": max(dfgr) if dfgr else None, "mad_vs_gt_pytorch": float(np.mean(mad_t)),
              "mad_vs_gt_onnx": float(np.mean(mad_o)), "torch_ms": torch_ms, "ort_ms": ort_ms,
              "fp32_ms": _ms(t_32) if t_32 else ort_ms}
     return stats, calls
@@ -333,7 +365,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
     except Exception as exc:
         raise ConfigError(f"checkpoint {checkpoint} does not load as a student ({exc}); pass a checkpoint written by "
                           "`mamakit distill` or a save_pretrained folder") from exc
-    w = _Wrapped(model, o.size)
+    w = _Wrapped(model, o.size, fgr=o.fgr)
     W, H = o.size
     log.info("exporting student %s at %dx%d (%s, %s exporter, opset %d)", Path(checkpoint).name, W, H,
              o.precision, exporter, opset)
@@ -352,7 +384,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
             for n, s in zip(w.names, w.init_state):
                 dyn[f"{n}i"] = {2: f"{n}_h", 3: f"{n}_w"}
         t0 = time.perf_counter()
-        G.export_module(w.model, args, raw, input_names=w.input_names, output_names=w.output_names,
+        G.export_module(w.graph_module, args, raw, input_names=w.input_names, output_names=w.output_names,
                         exporter=exporter, opset=opset, dynamic_axes=dyn, varargs_from=2)
         slim = G.simplify(raw, fp32)
         if o.dynamic and all(isinstance(d, int) for d in _graph_specs(fp32)[0][0]["shape"]):
@@ -390,11 +422,11 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
             for name, a in outs.items():
                 sample[f"{i:03d}/main/out/{name}"] = np.ascontiguousarray(a, np.float32)
         np.savez_compressed(stage / "sample.npz", **sample)
-        compare = ["pha", "fgr"] + ([f"{n}o" for n in w.names] if o.precision == "fp32" else [])
+        compare = w.colour_outputs + ([f"{n}o" for n in w.names] if o.precision == "fp32" else [])
         if o.precision in SAMPLE_ATOL:
             atol = SAMPLE_ATOL[o.precision]
         else:  # int8: the graph differs from PyTorch by quantisation error; bound it by what was measured
-            atol = float(min(0.5, max(0.02, 2.0 * _sample_delta(final, calls, ["pha", "fgr"], o.threads))))
+            atol = float(min(0.5, max(0.02, 2.0 * _sample_delta(final, calls, w.colour_outputs, o.threads))))
         # 5. manifest
         ins, outs = _graph_specs(final)
         state = [StateSpec(f"{n}i", f"{n}o", list(s.shape), "float32", "zeros").to_dict()

@@ -206,6 +206,9 @@ def run(args) -> int:
         else:
             holder["click"] = lambda x, y, neg: log.warning("click ignored: prompting needs --guide SAM2MATTE_BUNDLE")
         # -- 6. session (the provider line) --------------------------------------------------------
+        if args.fg == "student" and bundle.kind == "student" and "fgr" not in {o.name for o in bundle.outputs()}:
+            raise ConfigError(f"--fg student: bundle {bundle.root} has no foreground output (exported with --no-fgr); "
+                              "use --fg estimate (default) or a bundle exported with foreground")
         matter = Matter.load(bundle, provider=provider, threads=args.threads, fit=args.fit,
                              scene_cut=args.scene_cut, smooth=args.smooth)
         if main_prompted and (points is not None or box is not None):

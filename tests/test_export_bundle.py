@@ -143,6 +143,46 @@ def test_export_onnx_cli_from_lightning_checkpoint(work, student_ckpt, no_torch_
     assert (out / "bundle.json").read_text() == before
 
 
+def test_export_alpha_only_graph_same_alpha_and_runtime_refuses_fg_student(work, student_ckpt, bundles,
+                                                                          no_torch_path, tmp_path):
+    """--no-fgr: a graph without the fgr output whose alpha equals the full graph's, frame after frame."""
+    import onnxruntime as ort
+
+    out = work / "cli-nofgr"
+    proc = run_cli("export", "onnx", "--checkpoint", student_ckpt, "--out", out, "--size", "128x96",
+                   "--parity-frames", "4", "--no-fgr")
+    assert proc.returncode == 0, proc.stderr
+    m = _manifest(out)
+    assert [o["name"] for o in m["graphs"]["main"]["outputs"]] == ["pha", "r1o", "r2o", "r3o", "r4o"]
+    assert m["parity"]["max_abs_diff_pha"] <= 1e-4 and m["parity"]["max_abs_diff_fgr"] is None
+    assert run_cli("export", "check", out, block_torch=no_torch_path).returncode == 0
+    full = ort.InferenceSession(str(bundles["fp32"] / "main.onnx"), providers=["CPUExecutionProvider"])
+    alpha = ort.InferenceSession(str(out / "main.onnx"), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    st_f = st_a = {i.name: np.zeros(i.shape, np.float32) for i in full.get_inputs() if i.name.endswith("i")}
+    for _ in range(3):
+        feed = {"src": rng.random((1, 3, 96, 128), dtype=np.float32),
+                "guide": rng.random((1, 1, 96, 128), dtype=np.float32)}
+        rf = dict(zip([o.name for o in full.get_outputs()], full.run(None, {**feed, **st_f})))
+        ra = dict(zip([o.name for o in alpha.get_outputs()], alpha.run(None, {**feed, **st_a})))
+        assert "fgr" not in ra and 0.01 < rf["pha"].std()
+        np.testing.assert_allclose(ra["pha"], rf["pha"], atol=1e-5)
+        st_f = {f"{k[:-1]}i": v for k, v in rf.items() if k.endswith("o")}
+        st_a = {f"{k[:-1]}i": v for k, v in ra.items() if k.endswith("o")}
+    # the runtime runs it, and refuses to composite with the student's (missing) foreground
+    from mamakit.io import VideoWriter
+
+    clip = tmp_path / "in.mp4"
+    with VideoWriter(clip, 10, (128, 96)) as vw:
+        for _ in range(3):
+            vw.write(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    ok = run_cli("run", "--bundle", out, "--source", clip, "--composite", tmp_path / "c.mp4", block_torch=no_torch_path)
+    assert ok.returncode == 0, ok.stderr
+    bad = run_cli("run", "--bundle", out, "--source", clip, "--composite", tmp_path / "d.mp4", "--fg", "student")
+    assert_one_line_error(bad, 2, "--fg estimate")
+    assert not (tmp_path / "d.mp4").exists()
+
+
 def test_export_parity_failure_writes_nothing(work, student_dir, monkeypatch):
     import mamakit.export.student as S
     from mamakit.errors import ParityError

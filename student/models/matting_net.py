@@ -156,15 +156,27 @@ class StudentNet(nn.Module):
         pha, fgr, new_state, _ = self.forward_features(src, guide, *state)
         return (pha, fgr, *new_state)
 
-    def forward_features(self, src, guide, *state):
+    def forward_alpha(self, src: torch.Tensor, guide: torch.Tensor, *state: torch.Tensor):
+        """Like :meth:`forward` without the foreground colour: ``(pha, r1', r2', r3', r4')``.
+
+        The same alpha, bit for bit; the full-resolution refinement does a quarter of the work
+        (exported with ``mamakit export onnx --no-fgr`` for runtimes that estimate colour themselves).
+        """
+        pha, _, new_state, _ = self.forward_features(src, guide, *state, want_fgr=False)
+        return (pha, *new_state)
+
+    def forward_features(self, src, guide, *state, want_fgr: bool = True):
         """Like :meth:`forward` but also returns the trunk's deepest features (for distillation)."""
         if len(state) != 4:
             raise ValueError(f"StudentNet expects 4 state tensors (r1..r4), got {len(state)}: "
                              "start with initial_state(batch, height, width)")
         H, W = int(src.shape[-2]), int(src.shape[-1])
         h, w = self.trunk_size(H, W)
-        full = torch.cat([src, guide], dim=1)
-        low = full if (h, w) == (H, W) else F.interpolate(full, size=(h, w), mode="bilinear", align_corners=False)
+        if (h, w) == (H, W):
+            low = torch.cat([src, guide], dim=1)
+        else:  # resize, then concatenate at the trunk size (no full-resolution copy)
+            low = torch.cat([F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False),
+                             F.interpolate(guide, size=(h, w), mode="bilinear", align_corners=False)], dim=1)
         x = low * 2 - 1
         f2, f4, f8, f16 = self.encoder(x)
         s2 = _down(x)
@@ -176,11 +188,11 @@ class StudentNet(nn.Module):
         base_fgr = out[:, :3] + base_src
         base_pha = out[:, 3:] + low[:, 3:]  # a correction of the guide: the mask is a coarse alpha
         if (h, w) != (H, W):
-            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid)
+            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr)
         else:
-            fgr, pha = base_fgr, base_pha
+            fgr, pha = (base_fgr if want_fgr else None), base_pha
         pha = torch.clamp(pha, 0.0, 1.0)
-        fgr = torch.clamp(fgr, 0.0, 1.0)
+        fgr = torch.clamp(fgr, 0.0, 1.0) if fgr is not None else None
         return pha, fgr, (r1, r2, r3, r4), f16
 
     def forward_clip(self, src: torch.Tensor, guide: torch.Tensor, state: Sequence[torch.Tensor] | None = None,

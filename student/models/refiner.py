@@ -4,7 +4,8 @@ A locally linear model ``y = A * x + b`` (x = full-res RGB + gray, y = foregroun
 coefficients are predicted at the trunk resolution by a small 1x1-conv net from the box-filtered
 statistics plus decoder features, then bilinearly upsampled to the frame size (a static size:
 no runtime Resize scales). Edges come from the full-resolution frame; cost at full resolution is
-two 8-channel resizes, a multiply and an add per pixel.
+two 4-channel resizes, a multiply and an add per pixel (two 1-channel resizes when only alpha
+is wanted).
 """
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ class DeepGuidedFilterRefiner(nn.Module):
             nn.Conv2d(hidden, 4, 1),
         )
 
-    def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid):
-        fine_x = torch.cat([fine_src, fine_src.mean(dim=1, keepdim=True)], dim=1)
+    def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid, want_fgr: bool = True):
+        """``(fgr, pha)`` at the size of ``fine_src``; ``fgr`` is None when ``want_fgr`` is False
+        (then only the alpha channel's coefficients are upsampled: a quarter of the full-res work)."""
         base_x = torch.cat([base_src, base_src.mean(dim=1, keepdim=True)], dim=1)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         r = self.radius
@@ -40,7 +42,13 @@ class DeepGuidedFilterRefiner(nn.Module):
         A = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
         b = mean_y - A * mean_x
         size = (int(fine_src.shape[-2]), int(fine_src.shape[-1]))
+        # full resolution: the gray guide as a sum of slices (cheaper than a channel ReduceMean in
+        # ONNX Runtime), no 4-channel concat of the frame
+        gray = (fine_src[:, 0:1] + fine_src[:, 1:2] + fine_src[:, 2:3]) * (1.0 / 3.0)
+        if not want_fgr:
+            ab = F.interpolate(torch.cat([A[:, 3:], b[:, 3:]], dim=1), size=size, mode="bilinear",
+                               align_corners=False)
+            return None, ab[:, 0:1] * gray + ab[:, 1:2]
         A = F.interpolate(A, size=size, mode="bilinear", align_corners=False)
         b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
-        out = A * fine_x + b
-        return out[:, :3], out[:, 3:]
+        return A[:, :3] * fine_src + b[:, :3], A[:, 3:] * gray + b[:, 3:]
