@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
     v.add_argument("--cpu-offload", action="store_true", help="sequential CPU offload for small GPUs")
     v.add_argument("--stochastic", action="store_true", help="sample VAE latents instead of mode()")
     c = p.add_argument_group("closed-form teacher")
-    c.add_argument("--solve-size", type=int, help="long side (px) the matting is solved at (default 480)")
+    c.add_argument("--solve-size", type=int, help="long side (px) the matting is solved at (default 1024)")
     c.add_argument("--temporal-smoothing", type=float, help="EMA weight of the previous alpha (default 0 = off)")
     o = p.add_argument_group("output and scale-out")
     o.add_argument("--min-quality", type=float, help="leave clips scoring below this (0..1) out of the manifest")

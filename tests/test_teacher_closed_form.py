@@ -64,6 +64,12 @@ def test_teacher_closed_form_faulty_frame_empty_full_and_options(synth):
     assert a[2].mean() > 0.5 * ref[2].mean()  # repaired from the neighbours
     no_repair = build_teacher("closed-form", solve_size=96, repair_masks=False)(synth.frames, faulty).alpha
     assert no_repair[2].max() == 0.0  # without repair an empty mask means "no object"
+    # the first and the last frame have one neighbour: checked against the two nearest masks
+    ends = masks.copy()
+    ends[0], ends[-1] = 1.0, 0.0  # a full first mask, an empty last one
+    e = teacher(synth.frames, ends).alpha
+    assert abs(e[0].mean() - ref[0].mean()) < 0.05 and e[-1].mean() > 0.5 * ref[-1].mean()
+    assert e[0].min() < 0.5  # not the all-foreground faulty mask
     full = np.ones_like(masks)
     assert build_teacher("closed-form", repair_masks=False)(synth.frames[:1], full[:1]).alpha.min() == 1.0
     smooth = build_teacher("closed-form", solve_size=96, temporal_smoothing=0.5)(synth.frames, masks).alpha

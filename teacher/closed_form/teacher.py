@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ClosedFormOptions:
-    solve_size: int = 480            # long side (px) the matting is solved at; larger frames are downscaled
+    solve_size: int = 1024           # long side (px) the matting is solved at; larger frames are downscaled
     epsilon: float = 1e-7            # closed-form Laplacian regulariser
     cg_tol: float = 1e-5             # CG relative tolerance
     cg_maxiter: int = 2000
@@ -166,27 +166,48 @@ class ClosedFormTeacher:
 
     # -- streams -----------------------------------------------------------------------------------
     def _repaired(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One frame of look-ahead: a mask that disagrees with its previous mask while the previous
-        and next masks agree is an isolated faulty frame; use the previous mask instead."""
+        """Two frames of look-ahead: a mask that disagrees with its neighbours while they agree with
+        each other is an isolated faulty frame (eroded, dilated, occluded); use the neighbour's mask.
+        Inside a clip the neighbours are the previous and next masks; the first frame is checked
+        against the next two, the last against the previous two."""
         if not self.options.repair_masks:
             yield from pairs
             return
         thr = self.options.repair_iou
-        prev_mask = None
-        pending = None
-        for frame, mask in pairs:
-            if pending is not None:
-                pf, pm = pending
-                if prev_mask is not None and pm.shape == prev_mask.shape == mask.shape:
-                    b_prev, b_cur, b_next = prev_mask >= 0.5, pm >= 0.5, mask >= 0.5
-                    if _iou(b_cur, b_prev) < thr and _iou(b_prev, b_next) >= thr and _iou(b_cur, b_next) < thr:
-                        log.debug("mask looks faulty (disagrees with both neighbours): using the previous mask")
-                        pm = prev_mask
-                yield pf, pm
-                prev_mask = pm
-            pending = (frame, mask)
-        if pending is not None:
-            yield pending
+        window: list[tuple[np.ndarray, np.ndarray]] = []   # up to 3 pending frames: cur, next, next2
+        done: list[np.ndarray] = []                          # the last two masks already yielded
+
+        def bad(cur, a, b) -> bool:
+            if not (cur.shape == a.shape == b.shape):
+                return False
+            bc, ba, bb = cur >= 0.5, a >= 0.5, b >= 0.5
+            return _iou(bc, ba) < thr and _iou(bc, bb) < thr and _iou(ba, bb) >= thr
+
+        def emit(frame, mask, nxt: list[np.ndarray]):
+            if done and nxt:
+                if bad(mask, done[-1], nxt[0]):
+                    log.debug("mask looks faulty (disagrees with both neighbours): using the previous mask")
+                    mask = done[-1]
+            elif not done and len(nxt) >= 2:
+                if bad(mask, nxt[0], nxt[1]):
+                    log.debug("first mask looks faulty (disagrees with the next two): using the next mask")
+                    mask = nxt[0]
+            elif len(done) >= 2 and not nxt:
+                if bad(mask, done[-1], done[-2]):
+                    log.debug("last mask looks faulty (disagrees with the previous two): using the previous mask")
+                    mask = done[-1]
+            done.append(mask)
+            del done[:-2]
+            return frame, mask
+
+        for item in pairs:
+            window.append(item)
+            if len(window) == 3:
+                f, m = window.pop(0)
+                yield emit(f, m, [w[1] for w in window])
+        while window:
+            f, m = window.pop(0)
+            yield emit(f, m, [w[1] for w in window])
 
     def stream(self, pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Iterator[np.ndarray]:
         fitted = ((f, fit_mask(m, f.shape[1], f.shape[0])) for f, m in pairs)
