@@ -52,6 +52,7 @@ class StudentExportOptions:
     calib_method: str = "minmax"
     int8_scheme: str = "trt"                      # graph.INT8_SCHEMES: trt (ORT + TensorRT) | cpu (ORT only)
     fgr: bool = True                              # False: alpha-only graph (no foreground output; faster)
+    downsample_ratio: float | None = None         # trunk size / frame size baked into the graph (None: the checkpoint's)
     opset: int | None = None
     exporter: str = "auto"                        # auto: legacy for static graphs, dynamo for --dynamic
     dynamic: bool = False
@@ -365,6 +366,17 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
     except Exception as exc:
         raise ConfigError(f"checkpoint {checkpoint} does not load as a student ({exc}); pass a checkpoint written by "
                           "`mamakit distill` or a save_pretrained folder") from exc
+    if o.downsample_ratio is not None:
+        r = float(o.downsample_ratio)
+        cfg = getattr(model, "config", None)
+        if not (0.05 <= r <= 1.0):
+            raise ConfigError(f"--downsample-ratio {r:g}: use a value in [0.05, 1] (0.4 puts 1280x720 at 512x288)")
+        if cfg is None or not hasattr(cfg, "downsample_ratio"):
+            raise ConfigError("--downsample-ratio needs a student whose config has downsample_ratio")
+        import dataclasses
+
+        model.config = dataclasses.replace(cfg, downsample_ratio=r)
+        log.info("downsample ratio %g (checkpoint: %g)", r, cfg.downsample_ratio)
     w = _Wrapped(model, o.size, fgr=o.fgr)
     W, H = o.size
     log.info("exporting student %s at %dx%d (%s, %s exporter, opset %d)", Path(checkpoint).name, W, H,

@@ -183,6 +183,22 @@ def test_export_alpha_only_graph_same_alpha_and_runtime_refuses_fg_student(work,
     assert not (tmp_path / "d.mp4").exists()
 
 
+def test_export_downsample_ratio_override(work, student_dir, tmp_path):
+    """--downsample-ratio rebuilds the trunk size baked into the graph (state shapes follow)."""
+    out = tmp_path / "r025"
+    proc = run_cli("export", "onnx", "--checkpoint", student_dir, "--out", out, "--size", "128x96",
+                   "--parity-frames", "3", "--downsample-ratio", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    m = _manifest(out)
+    assert m["downsample_ratio"] == pytest.approx(0.25) and m["parity"]["passed"]
+    # 128x96 at 0.25 -> trunk 32x24 -> r1 at half the trunk size
+    assert m["graphs"]["main"]["state"][0]["shape"][2:] == [12, 16]
+    bad = run_cli("export", "onnx", "--checkpoint", student_dir, "--out", tmp_path / "bad", "--size", "128x96",
+                  "--downsample-ratio", "2")
+    assert_one_line_error(bad, 2, "--downsample-ratio")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_export_parity_failure_writes_nothing(work, student_dir, monkeypatch):
     import mamakit.export.student as S
     from mamakit.errors import ParityError
