@@ -74,11 +74,16 @@ def _dynamic_int8(fp32_bundle: Path, out: Path, size, frames, threads):
     return out
 
 
-def _parity_dynamic(src_model: Path, graph: Path, size, frames, threads) -> dict:
+def _parity_dynamic(src_model: Path, graph: Path, size, frames, threads, fgr=True, ratio=None) -> dict:
+    import dataclasses
+
     from mamakit.export.student import _Wrapped, measure_parity
     from mamakit.student import load_student
 
-    w = _Wrapped(load_student(str(src_model)), size)
+    model = load_student(str(src_model))
+    if ratio is not None:
+        model.config = dataclasses.replace(model.config, downsample_ratio=ratio)
+    w = _Wrapped(model, size, fgr=fgr)
     st, _ = measure_parity(w, graph, size, frames, 0, threads, keep_calls=0)
     return {k: st[k] for k in ("max_abs_diff_pha", "mad_vs_gt_pytorch", "mad_vs_gt_onnx")} | {"passed": None}
 
@@ -132,10 +137,12 @@ def main() -> int:
     ap.add_argument("--json", default="export_bench.json")
     ap.add_argument("--keep", help="keep the exported bundles in this folder")
     ap.add_argument("--reuse", action="store_true", help="with --keep: reuse bundles already exported there")
-    ap.add_argument("--quick", action="store_true", help="512x288 only, 8 parity frames, 10 rounds")
+    ap.add_argument("--no-fgr", action="store_true", help="export alpha-only graphs (as the shipped default bundle)")
+    ap.add_argument("--downsample-ratio", type=float, default=None, help="override the checkpoint's ratio (export option)")
+    ap.add_argument("--quick", action="store_true", help="8 parity frames, 10 timed rounds, 2 calibration clips")
     args = ap.parse_args()
     if args.quick:
-        args.sizes, args.frames, args.rounds, args.calib_clips = "512x288", 8, 10, 2
+        args.frames, args.rounds, args.calib_clips = 8, 10, 2
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
 
     from mamakit.export.student import StudentExportOptions, export_student
@@ -146,6 +153,7 @@ def main() -> int:
     source = _student_source(args, work)
     rvm = Path(args.rvm)
     results = {"student": str(source) if args.checkpoint else "random-weight StudentNet (small preset)",
+               "graph": {"fgr": not args.no_fgr, "downsample_ratio": args.downsample_ratio or "checkpoint's"},
                "threads": args.threads, "parity_frames": args.frames, "timed_frames": args.rounds,
                "rvm": str(rvm) if rvm.is_file() else None, "sizes": {}}
     for size in _sizes(args.sizes):
@@ -166,7 +174,8 @@ def main() -> int:
                 try:
                     export_student(source, out, StudentExportOptions(
                         size=size, precision=prec, calib=str(calib) if prec == "int8" else None, int8_scheme=scheme,
-                        parity_frames=args.frames, threads=args.threads))
+                        parity_frames=args.frames, threads=args.threads, fgr=not args.no_fgr,
+                        downsample_ratio=args.downsample_ratio))
                 except Exception as exc:  # report, keep benchmarking the others
                     rows[label] = {"error": str(exc)}
                     print(f"[{tag}] {label}: export failed: {exc}", file=sys.stderr)
@@ -183,7 +192,8 @@ def main() -> int:
             if not (args.reuse and dyn.is_file()):
                 _dynamic_int8(models["fp32"]["path"].parent, dyn, size, args.frames, args.threads)
             rows["int8-dynamic (not shipped)"] = {"file_mb": dyn.stat().st_size / 2**20,
-                                                  "parity": _parity_dynamic(source, dyn, size, args.frames, args.threads)}
+                                                  "parity": _parity_dynamic(source, dyn, size, args.frames, args.threads,
+                                                                            not args.no_fgr, args.downsample_ratio)}
             models["int8-dynamic (not shipped)"] = {"path": dyn}
         if rvm.is_file():
             ratio = min(1.0, round(288 / H, 3))  # trunk height 288: 1.0 at 288p, 0.4 at 720p
