@@ -96,6 +96,10 @@ class Matter:
             self.session.reset()
             if self.smoother is not None:
                 self.smoother.reset()
+            if self.session.needs_prompt and self._prompted:
+                # the tracker's memory is gone with the old frame size: it needs a new prompt
+                log.warning("frame size changed: the tracked object is lost; prompt again")
+                self._prompted = False
         index, self._n = self._n, self._n + 1
         if not self.apply_prompt(index, mask is not None):
             return np.zeros(frame.shape[:2], np.float32)

@@ -150,3 +150,26 @@ def test_sam2_session_bad_prompts_raise_config_error(sam2_bundle, sam2_clip):
     sess.set_prompt(points=[(900, 10)])
     with pytest.raises(ConfigError, match="outside"):
         sess.step(frames[0])
+
+
+def test_sam2_matter_size_change_asks_for_a_new_prompt(sam2_bundle, sam2_clip, caplog):
+    """A prompted tracker loses its memory when the frame size changes: empty alpha and a warning
+    until the next prompt, then tracking resumes at the new size."""
+    import cv2
+
+    from mamakit.runtime import Matter
+
+    _, frames, alpha, box = sam2_clip
+    m = Matter.load(sam2_bundle, provider="cpu", threads=2, announce=False)
+    m.set_prompt(box=box)
+    first = [m.step(f) for f in frames[:3]]
+    assert all(a.shape == (256, 256) for a in first) and max(a.max() for a in first) > 0.1  # the tiny model is weak but not empty
+    big = [cv2.resize(f, (320, 320)) for f in frames[3:6]]
+    with caplog.at_level("WARNING"):
+        lost = m.step(big[0])
+    assert lost.shape == (320, 320) and lost.max() == 0.0
+    assert "prompt again" in caplog.text
+    s = 320 / 256
+    m.set_prompt(box=tuple(v * s for v in box))
+    again = m.step(big[1])
+    assert again.shape == (320, 320) and again.max() > 0.1
