@@ -48,6 +48,10 @@ class StudentConfig:
     squeeze_excite: bool = True
     refiner_hidden: int = 16
     refiner_radius: int = 1
+    #: refine a *correction* of the full-resolution guide (alpha = guide + refined correction), so an
+    #: untrained student returns the mask itself; False (the format of older checkpoints): the
+    #: guide enters only at the trunk resolution.
+    guide_residual: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -90,9 +94,10 @@ class StudentConfig:
 
 
 PRESETS: dict[str, StudentConfig] = {
-    "small": StudentConfig(),
+    "small": StudentConfig(guide_residual=True),
     "large": StudentConfig(size="large", encoder="mbv3-large", decoder_channels=(128, 80, 40, 32, 16),
-                           decoder_separable=(False, False, False, False, False), refiner_hidden=16),
+                           decoder_separable=(False, False, False, False, False), refiner_hidden=16,
+                           guide_residual=True),
 }
 
 
@@ -186,11 +191,15 @@ class StudentNet(nn.Module):
         out = self.head(hid)
         base_src = low[:, :3]
         base_fgr = out[:, :3] + base_src
-        base_pha = out[:, 3:] + low[:, 3:]  # a correction of the guide: the mask is a coarse alpha
+        residual = self.config.guide_residual
+        # a correction of the guide: the mask is a coarse alpha
+        base_pha = out[:, 3:] if residual else out[:, 3:] + low[:, 3:]
         if (h, w) != (H, W):
             fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr)
         else:
             fgr, pha = (base_fgr if want_fgr else None), base_pha
+        if residual:
+            pha = pha + guide
         pha = torch.clamp(pha, 0.0, 1.0)
         fgr = torch.clamp(fgr, 0.0, 1.0) if fgr is not None else None
         return pha, fgr, (r1, r2, r3, r4), f16
