@@ -101,3 +101,25 @@ def test_student_config_errors():
         StudentConfig(encoder="resnet")
     with pytest.raises(ConfigError, match="unknown keys"):
         StudentConfig.from_dict({"bogus": 1})
+
+
+def test_student_guide_residual_starts_at_the_mask_and_old_configs_keep_their_format():
+    import torch
+
+    from mamakit.student.models import StudentConfig, StudentNet
+
+    torch.manual_seed(0)
+    g = torch.rand(1, 1, 72, 128)
+    src = torch.rand(1, 3, 72, 128)
+    new = StudentNet(StudentConfig.preset("small")).eval()
+    assert new.config.guide_residual
+    with torch.no_grad():
+        pha, _, *_ = new(src, g, *new.initial_state(1, 72, 128))
+    assert torch.equal(pha, g)  # untrained: exactly the mask, at full resolution
+    d = new.config.to_dict()
+    d.pop("guide_residual")  # a config.json written before the field existed
+    old = StudentNet(StudentConfig.from_dict(d)).eval()
+    assert not old.config.guide_residual
+    with torch.no_grad():
+        pha_old, _, *_ = old(src, g, *old.initial_state(1, 72, 128))
+    assert (pha_old - g).abs().max() > 0.05  # the old format blurs the mask through the trunk
