@@ -111,8 +111,8 @@ def test_student_guide_residual_starts_at_the_mask_and_old_configs_keep_their_fo
     torch.manual_seed(0)
     g = torch.rand(1, 1, 72, 128)
     src = torch.rand(1, 3, 72, 128)
-    new = StudentNet(StudentConfig.preset("small")).eval()
-    assert new.config.guide_residual
+    new = StudentNet(StudentConfig.preset("small", guide_residual=True)).eval()
+    assert new.config.guide_residual and not StudentConfig.preset("small").guide_residual
     with torch.no_grad():
         pha, _, *_ = new(src, g, *new.initial_state(1, 72, 128))
     assert torch.equal(pha, g)  # untrained: exactly the mask, at full resolution

@@ -49,8 +49,9 @@ class StudentConfig:
     refiner_hidden: int = 16
     refiner_radius: int = 1
     #: refine a *correction* of the full-resolution guide (alpha = guide + refined correction), so an
-    #: untrained student returns the mask itself; False (the format of older checkpoints): the
-    #: guide enters only at the trunk resolution.
+    #: untrained student returns the mask itself (experimental, off in the presets: with the
+    #: cpu-default recipe it trained to a worse student, see docs/student.md); False: the guide
+    #: enters only at the trunk resolution.
     guide_residual: bool = False
     format_version: int = FORMAT_VERSION
 
@@ -94,10 +95,9 @@ class StudentConfig:
 
 
 PRESETS: dict[str, StudentConfig] = {
-    "small": StudentConfig(guide_residual=True),
+    "small": StudentConfig(),
     "large": StudentConfig(size="large", encoder="mbv3-large", decoder_channels=(128, 80, 40, 32, 16),
-                           decoder_separable=(False, False, False, False, False), refiner_hidden=16,
-                           guide_residual=True),
+                           decoder_separable=(False, False, False, False, False), refiner_hidden=16),
 }
 
 
