@@ -57,3 +57,16 @@ def assert_one_line_error(proc, code: int = 2, contains: str | None = None):
     if contains:
         assert contains.lower() in errors[0].lower(), errors[0]
     return errors[0]
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: on a busy 2-core machine more threads spin-wait and run far slower (and one
+    is as fast when the machine is idle). Modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

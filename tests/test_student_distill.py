@@ -23,12 +23,7 @@ TINY_DATA = dict(source="synth", synth_clips=2, synth_frames=4, synth_size=(64, 
                  val_size=(48, 48))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _trainer(root: Path, steps: int, **kw) -> pl.Trainer:

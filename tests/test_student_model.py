@@ -9,13 +9,7 @@ from mamakit.student import load_student
 from mamakit.student.models import StudentConfig, StudentNet, count_flops, count_parameters
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: much faster than two on a busy 2-core machine (and as fast when idle)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _tiny():

@@ -15,13 +15,7 @@ from mamakit.errors import ConfigError  # noqa: E402
 from mamakit.io import read_alpha, write_alpha_png, write_image  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, busy CPU more threads spin-wait and run ~20x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
