@@ -75,15 +75,10 @@ def _dynamic_int8(fp32_bundle: Path, out: Path, size, frames, threads):
 
 
 def _parity_dynamic(src_model: Path, graph: Path, size, frames, threads, fgr=True, ratio=None) -> dict:
-    import dataclasses
-
-    from mamakit.export.student import _Wrapped, measure_parity
+    from mamakit.export.student import _Wrapped, measure_parity, set_downsample_ratio
     from mamakit.student import load_student
 
-    model = load_student(str(src_model))
-    if ratio is not None:
-        model.config = dataclasses.replace(model.config, downsample_ratio=ratio)
-    w = _Wrapped(model, size, fgr=fgr)
+    w = _Wrapped(set_downsample_ratio(load_student(str(src_model)), ratio), size, fgr=fgr)
     st, _ = measure_parity(w, graph, size, frames, 0, threads, keep_calls=0)
     return {k: st[k] for k in ("max_abs_diff_pha", "mad_vs_gt_pytorch", "mad_vs_gt_onnx")} | {"passed": None}
 

@@ -170,7 +170,7 @@ class _Wrapped:
 
     @property
     def output_names(self):
-        return ["pha"] + (["fgr"] if self.fgr else []) + [f"{n}o" for n in self.names]
+        return self.colour_outputs + [f"{n}o" for n in self.names]
 
     @property
     def colour_outputs(self):
@@ -184,6 +184,23 @@ class _Wrapped:
         if self.fgr:
             return out[0].numpy(), out[1].numpy(), tuple(out[2:])
         return out[0].numpy(), None, tuple(out[1:])
+
+
+def set_downsample_ratio(model, ratio: float | None):
+    """Bake another trunk ratio into ``model`` (its config); None keeps the checkpoint's."""
+    if ratio is None:
+        return model
+    import dataclasses
+
+    cfg = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "downsample_ratio"):
+        raise ConfigError("--downsample-ratio needs a student whose config has downsample_ratio")
+    try:
+        model.config = dataclasses.replace(cfg, downsample_ratio=float(ratio))
+    except ConfigError as exc:
+        raise ConfigError(f"--downsample-ratio {ratio:g}: {exc}") from exc
+    log.info("downsample ratio %g (checkpoint: %g)", ratio, cfg.downsample_ratio)
+    return model
 
 
 def _AlphaOnly(model):
@@ -366,17 +383,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
     except Exception as exc:
         raise ConfigError(f"checkpoint {checkpoint} does not load as a student ({exc}); pass a checkpoint written by "
                           "`mamakit distill` or a save_pretrained folder") from exc
-    if o.downsample_ratio is not None:
-        r = float(o.downsample_ratio)
-        cfg = getattr(model, "config", None)
-        if not (0.05 <= r <= 1.0):
-            raise ConfigError(f"--downsample-ratio {r:g}: use a value in [0.05, 1] (0.4 puts 1280x720 at 512x288)")
-        if cfg is None or not hasattr(cfg, "downsample_ratio"):
-            raise ConfigError("--downsample-ratio needs a student whose config has downsample_ratio")
-        import dataclasses
-
-        model.config = dataclasses.replace(cfg, downsample_ratio=r)
-        log.info("downsample ratio %g (checkpoint: %g)", r, cfg.downsample_ratio)
+    set_downsample_ratio(model, o.downsample_ratio)
     w = _Wrapped(model, o.size, fgr=o.fgr)
     W, H = o.size
     log.info("exporting student %s at %dx%d (%s, %s exporter, opset %d)", Path(checkpoint).name, W, H,
