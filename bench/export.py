@@ -7,8 +7,10 @@
 For each processing size, in one run, on this machine:
 
 1. exports the student with ``mamakit.export.export_student`` to fp32, fp16, int8 static QDQ in both
-   schemes (``trt``: symmetric int8, what is shipped; ``cpu``: u8s8 for ONNX Runtime only), each
-   with its export-time parity report (``--frames`` frames of a ``mamakit.synth`` clip, state
+   schemes (``trt``: symmetric int8, the default; ``cpu``: u8s8 for ONNX Runtime only) with the
+   default conv selection (``spatial``: standard kxk convs only), plus ``trt`` with every Conv
+   quantised (``--int8-convs all``, the previous default, for comparison), each with its export-time
+   parity report (``--frames`` frames of a ``mamakit.synth`` clip, state
    carried); int8 is calibrated on a synthetic dataset generated here (never on alphamatting);
 2. builds int8 **dynamic** from the fp32 graph (measured, not shipped) and measures its parity the
    same way (max |Δα| vs PyTorch, MAD vs GT);
@@ -158,17 +160,20 @@ def main() -> int:
         if not calib.exists():
             synth_dataset(calib, clips=args.calib_clips, frames=8, size=size, seed=7)
         rows: dict[str, dict] = {}
-        variants = [("fp32", "fp32", "trt"), ("fp16", "fp16", "trt"), ("int8-static (trt, shipped)", "int8", "trt"),
-                    ("int8-static (cpu u8s8)", "int8", "cpu")]
+        variants = [("fp32", "fp32", "trt", "spatial"), ("fp16", "fp16", "trt", "spatial"),
+                    ("int8-static (trt, kxk convs: default)", "int8", "trt", "spatial"),
+                    ("int8-static (cpu u8s8, kxk convs)", "int8", "cpu", "spatial"),
+                    ("int8-static (trt, all convs)", "int8", "trt", "all")]
         models = {}
-        for label, prec, scheme in variants:
-            out = work / f"{tag}-{prec}-{scheme}"
+        for label, prec, scheme, convs in variants:
+            out = work / (f"{tag}-{prec}-{scheme}" + ("" if convs == "spatial" else f"-{convs}"))
             t0 = time.perf_counter()
             if not (args.reuse and (out / "bundle.json").is_file()):
                 shutil.rmtree(out, ignore_errors=True)
                 try:
                     export_student(source, out, StudentExportOptions(
-                        size=size, precision=prec, calib=str(calib) if prec == "int8" else None, int8_scheme=scheme,
+                        size=size, precision=prec, calib=str(calib) if prec == "int8" else None,
+                        int8_scheme=scheme, int8_convs=convs,
                         parity_frames=args.frames, threads=args.threads, fgr=not args.no_fgr,
                         downsample_ratio=args.downsample_ratio))
                 except Exception as exc:  # report, keep benchmarking the others

@@ -32,6 +32,9 @@ def add_parser(subparsers) -> None:
     o.add_argument("--int8-scheme", default="trt", choices=["trt", "cpu"],
                    help="trt: symmetric int8 QDQ that ONNX Runtime and TensorRT both run (default); "
                         "cpu: u8s8 QDQ for ONNX Runtime only")
+    o.add_argument("--int8-convs", default="spatial", choices=["spatial", "all"],
+                   help="which convolutions become int8: spatial = standard kxk convs only (default; the ones "
+                        "ONNX Runtime runs faster in int8), all = every Conv incl. depthwise and 1x1 (slower on CPU)")
     o.add_argument("--downsample-ratio", type=float, default=None,
                    help="trunk size / frame size baked into the graph (default: the checkpoint's, 0.4 for the "
                         "small student); lower is faster (0.3: 1280x720 -> 384x216)")
@@ -129,7 +132,7 @@ def _onnx(args) -> int:
     opts = StudentExportOptions(
         size=size or (1280, 720), precision=args.precision, calib=args.calib, calib_frames=args.calib_frames,
         min_calib_frames=args.min_calib_frames, calib_method=args.calib_method,
-        int8_scheme=args.int8_scheme, fgr=args.fgr, downsample_ratio=args.downsample_ratio,
+        int8_scheme=args.int8_scheme, int8_convs=args.int8_convs, fgr=args.fgr, downsample_ratio=args.downsample_ratio,
         opset=args.opset,
         exporter=args.exporter, dynamic=args.dynamic, parity_frames=args.parity_frames,
         sample_calls=args.sample_calls, threads=args.threads, seed=args.seed, overwrite=args.overwrite,

@@ -110,7 +110,47 @@ def test_export_manifest_records_everything(bundles, student_dir):
     i8 = _manifest(bundles["int8"])
     assert i8["parity"]["mad_vs_gt_onnx"] <= 1.1 * i8["parity"]["mad_vs_gt_pytorch"]
     assert i8["export"]["conversion"]["calibration_frames"] == 12  # 2 clips x 6 frames, state carried
-    assert i8["export"]["conversion"]["scheme"] == "trt"
+    conv = i8["export"]["conversion"]
+    assert conv["scheme"] == "trt" and conv["convs"] == "spatial"
+    # only the standard kxk convs are int8 (not depthwise, not 1x1): fewer than all, at least one
+    assert 0 < conv["quantised_convs"] < conv["total_convs"]
+
+
+def test_int8_quantises_only_the_spatial_convs(bundles):
+    """The int8 graph dequantises exactly the weights of the group-1 kxk convs of the fp32 graph;
+    depthwise and 1x1 convs keep float weights; ONNX Runtime fuses the kxk convs into QLinearConv."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from mamakit.export.graph import spatial_convs
+
+    fp32 = onnx.load(str(bundles["fp32"] / "main.onnx"))
+    int8 = onnx.load(str(bundles["int8"] / "main.onnx"))
+    spatial = spatial_convs(fp32)
+    inits = {i.name: i for i in int8.graph.initializer}
+    producers = {o: n for n in int8.graph.node for o in n.output}
+    int8_convs, float_convs = 0, 0
+    for n in int8.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = producers.get(n.input[1])
+        if w is not None and w.op_type == "DequantizeLinear":
+            q = inits[w.input[0]]
+            assert q.data_type == onnx.TensorProto.INT8
+            assert not numpy_helper.to_array(inits[w.input[2]]).any()  # symmetric: zero-point 0 (TensorRT)
+            assert len(numpy_helper.to_array(inits[w.input[1]]).shape) == 1  # per output channel
+            assert list(q.dims[2:]) != [1, 1]
+            int8_convs += 1
+        else:
+            float_convs += 1
+    assert int8_convs == len(spatial) > 0 and float_convs > 0
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(bundles["int8"].parent / "int8-optimized.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    ort.InferenceSession(str(bundles["int8"] / "main.onnx"), so, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(so.optimized_model_filepath)
+    assert sum(n.op_type == "QLinearConv" for n in optimized.graph.node) == len(spatial)
 
 
 def test_export_sample_is_not_trivial(bundles):
