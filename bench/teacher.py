@@ -13,7 +13,7 @@
    alphamatting.com foregrounds with ground-truth alpha, foreground colour from pymatting's
    ``estimate_foreground_ml``, composited over backgrounds *panning* across the clip (photos
    shipped with scikit-image). Coarse masks from :func:`mamakit.degrade.degrade_masks` with a
-   fixed seed: ``8x`` (downsample 8×), ``poly`` (polygon simplification), and ``mixed`` (one or two
+   fixed seed per mode: ``8x`` / ``16x`` / ``32x`` (downsample), ``poly`` (polygon simplification), and ``mixed`` (one or two
    of {polygon, 8/16/32× downsample} per frame), each with a faulty frame (occlusion, empty,
    full, erosion, dilation) in half of the clips. MAD ×1e3 of the mask-as-is vs the teacher's
    alpha, averaged over frames; target: teacher ≤ 0.9 × mask.
@@ -121,6 +121,10 @@ def alphamatting_clips(n_images: int, frames: int, seed: int = 0):
         yield f"GT{i:02d}", np.stack(out), np.repeat(gt[None], frames, axis=0)
 
 
+#: per-mode seed offsets (fixed, so a mode's masks do not depend on which other modes run)
+MODE_SEEDS = {"8x": 0, "poly": 1, "mixed": 2, "16x": 3, "32x": 4}
+
+
 def closed_form_quality(n_images: int, frames: int, modes: list[str], threads: int = 1) -> dict:
     from mamakit.degrade import DegradeConfig, degrade_masks
     from mamakit.teacher import build_teacher
@@ -129,14 +133,19 @@ def closed_form_quality(n_images: int, frames: int, modes: list[str], threads: i
         "8x": DegradeConfig(p_polygon=0.0, p_downsample=1.0, downsample_factors=(8,), p_two_ops=0.0, p_box=0.0),
         "poly": DegradeConfig(p_polygon=1.0, p_downsample=0.0, p_two_ops=0.0, p_box=0.0),
         "mixed": DegradeConfig(p_box=0.0),
+        "16x": DegradeConfig(p_polygon=0.0, p_downsample=1.0, downsample_factors=(16,), p_two_ops=0.0, p_box=0.0),
+        "32x": DegradeConfig(p_polygon=0.0, p_downsample=1.0, downsample_factors=(32,), p_two_ops=0.0, p_box=0.0),
     }
+    unknown = sorted(set(modes) - set(cfgs))
+    if unknown:
+        raise SystemExit(f"unknown mask mode(s) {', '.join(unknown)}: use {', '.join(cfgs)}")
     teacher = build_teacher("closed-form")
     res = {m: {"mask": [], "teacher": [], "per_image": {}} for m in modes}
     t0 = time.perf_counter()
     n_frames = 0
     for k, (name, clip, gt) in enumerate(alphamatting_clips(n_images, frames)):
-        for j, mode in enumerate(modes):
-            rng = np.random.default_rng(1000 * k + j)
+        for mode in modes:
+            rng = np.random.default_rng(1000 * k + MODE_SEEDS[mode])  # same masks whichever modes run
             masks = degrade_masks(gt, rng, cfgs[mode])
             alpha = teacher(clip, masks).alpha
             mm = float(np.abs(masks - gt).mean() * 1e3)
@@ -164,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per measurement (default 1: on a shared, loaded CPU more threads "
                         "spin-wait and run far slower)")
+    p.add_argument("--modes", help="comma-separated mask modes of the quality table (8x, 16x, 32x, poly, mixed; "
+                   "default: 8x,16x,32x,poly with --quick, all five otherwise)")
     p.add_argument("--_one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._one:
@@ -199,7 +210,8 @@ def main(argv=None) -> int:
               f"| {r.get('frames_per_s', '-')} |")
     if not args.skip_quality and (SHARED / "data" / "alphamatting").is_dir():
         n_img, n_fr = (8, 4) if args.quick else (27, 6)
-        modes = ["8x", "poly"] if args.quick else ["8x", "poly", "mixed"]
+        modes = (args.modes.split(",") if args.modes else
+                 ["8x", "16x", "32x", "poly"] if args.quick else ["8x", "16x", "32x", "poly", "mixed"])
         q = closed_form_quality(n_img, n_fr, modes, args.threads)
         results["closed_form_quality"] = {"images": n_img, "frames": n_fr, **q}
         print(f"\n## Closed-form teacher vs mask-as-is on alphamatting ({n_img} images x {n_fr} frames, "

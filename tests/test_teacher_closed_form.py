@@ -86,3 +86,35 @@ def test_teacher_closed_form_faulty_frame_empty_full_and_options(synth):
         build_teacher("nope")
     with pytest.raises(ConfigError, match="masks for"):
         teacher(synth.frames, masks[:2])
+
+
+def test_teacher_closed_form_snaps_band_to_edges():
+    """GrabCut snapping: a coarse mask of a solid object over texture gets a narrower unknown band
+    that still covers the true edge, and a better matte than the unsnapped band."""
+    from mamakit.degrade import binarize, downsample_upsample
+    from mamakit.synth import SynthConfig, make_clip
+    from mamakit.teacher import build_teacher
+    from mamakit.teacher.closed_form.trimap import make_trimap, snap_band
+
+    solid = SynthConfig(p_hair=0.0, p_transparent=0.0, p_motion_blur=0.0, edge_sigma=(0.4, 1.0), p_procedural_bg=1.0)
+    snapped, plain = build_teacher("closed-form"), build_teacher("closed-form", trimap={"snap": False})
+    mad_s, mad_p = [], []
+    for seed in range(4):
+        c = make_clip(seed, 1, (240, 160), cfg=solid)
+        gt = c.alpha[0]
+        m = downsample_upsample(binarize(gt), 16).astype(np.float32)
+        tp, info = make_trimap(c.frames[0], m)
+        ts = snap_band(c.frames[0], m >= 0.5, tp, info["band"])
+        assert set(np.unique(ts)) <= {0.0, 0.5, 1.0}
+        assert (ts == 0.5).sum() < (tp == 0.5).sum()          # narrower ...
+        edge = (gt > 0.02) & (gt < 0.98)
+        assert (ts[edge] == 0.5).mean() > 0.9                   # ... and still on the real edge
+        assert np.array_equal(ts[tp != 0.5], tp[tp != 0.5])     # nothing outside the band changes
+        keep = np.zeros_like(edge)
+        keep[::7, ::7] = True
+        kept = snap_band(c.frames[0], m >= 0.5, tp, info["band"], keep_unknown=keep)
+        assert (kept[keep & (tp == 0.5)] == 0.5).all()          # what pass 1 found soft stays unknown
+        mad_s.append(np.abs(snapped(c.frames[:1], m[None]).alpha[0] - gt).mean())
+        mad_p.append(np.abs(plain(c.frames[:1], m[None]).alpha[0] - gt).mean())
+    # measured: 7 % lower on average, lower on every clip
+    assert all(a <= b for a, b in zip(mad_s, mad_p)) and np.mean(mad_s) < 0.97 * np.mean(mad_p), (mad_s, mad_p)

@@ -6,7 +6,9 @@ downscaled so its long side is at most ``solve_size``; (3) an adaptive trimap is
 (:mod:`.trimap`); (4) closed-form matting (Levin et al. 2008, pymatting's CG solver with an
 incomplete-Cholesky preconditioner) solves only a crop around the unknown band; (5) the alpha is
 upscaled bilinearly and refined with a guided filter on the full-resolution frame, then known
-regions are re-imposed; (6) optional temporal smoothing (off by default).
+regions are re-imposed; (6) optional temporal smoothing (off by default). With ``trimap.snap`` (on)
+step (4) runs twice: the second solve uses the band re-centred on GrabCut's boundary, keeping
+unknown whatever the first solve found soft (see :mod:`.trimap`).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 
 from mamakit.errors import ConfigError, DependencyError
-from mamakit.teacher.closed_form.trimap import TrimapConfig, make_trimap
+from mamakit.teacher.closed_form.trimap import TrimapConfig, make_trimap, snap_band
 from mamakit.teacher.output import TeacherOutput
 from mamakit.teacher.prep import check_clip, empty_mask, fit_mask
 
@@ -114,11 +116,39 @@ class ClosedFormTeacher:
         except TypeError as exc:
             raise ConfigError(f"bad closed-form teacher option: {exc}") from exc
 
+    def _solve(self, small: np.ndarray, small_mask: np.ndarray, trimap: np.ndarray, info: dict) -> np.ndarray:
+        """Closed-form alpha (float64, solve resolution) for a trimap, on a crop around its unknown band."""
+        from pymatting import estimate_alpha_cf
+
+        opts = self.options
+        sh, sw = trimap.shape
+        alpha_s = (trimap >= 0.75).astype(np.float64)
+        unknown = trimap == 0.5
+        if not unknown.any():
+            return alpha_s
+        ys, xs = np.nonzero(unknown)
+        pad = 4
+        y0, y1 = max(0, ys.min() - pad), min(sh, ys.max() + pad + 1)
+        x0, x1 = max(0, xs.min() - pad), min(sw, xs.max() + pad + 1)
+        crop_t = trimap[y0:y1, x0:x1]
+        if not (crop_t != 0.5).any():  # no known pixel to anchor the solve: keep the mask
+            alpha_s[y0:y1, x0:x1] = small_mask[y0:y1, x0:x1]
+            return alpha_s
+        img = small[y0:y1, x0:x1].astype(np.float64) / 255.0
+        with contextlib.redirect_stdout(io.StringIO()):  # pymatting prints preconditioner warnings
+            if opts.mask_prior > 0:
+                sigma = max(1.0, info["band"] / 2)
+                prior = cv2.GaussianBlur((small_mask >= 0.5).astype(np.float32), (0, 0), sigma)
+                a = _solve_with_prior(img, crop_t, prior[y0:y1, x0:x1], opts)
+            else:
+                a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
+                                      cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
+        alpha_s[y0:y1, x0:x1] = a
+        return alpha_s
+
     # -- one frame ---------------------------------------------------------------------------------
     def matte(self, frame: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, dict]:
         """One frame (uint8 HxWx3) + its mask (float HxW at the frame size) -> alpha float32 HxW."""
-        from pymatting import estimate_alpha_cf
-
         opts = self.options
         h, w = mask.shape
         if empty_mask(mask):
@@ -130,27 +160,19 @@ class ClosedFormTeacher:
         small = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else frame
         small_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else mask
         trimap, info = make_trimap(small, small_mask, opts.trimap)
-        alpha_s = (trimap >= 0.75).astype(np.float64)
-        unknown = trimap == 0.5
-        if unknown.any():
-            ys, xs = np.nonzero(unknown)
-            pad = 4
-            y0, y1 = max(0, ys.min() - pad), min(sh, ys.max() + pad + 1)
-            x0, x1 = max(0, xs.min() - pad), min(sw, xs.max() + pad + 1)
-            crop_t = trimap[y0:y1, x0:x1]
-            if (crop_t != 0.5).any():
-                img = small[y0:y1, x0:x1].astype(np.float64) / 255.0
-                with contextlib.redirect_stdout(io.StringIO()):  # pymatting prints preconditioner warnings
-                    if opts.mask_prior > 0:
-                        sigma = max(1.0, info["band"] / 2)
-                        prior = cv2.GaussianBlur((small_mask >= 0.5).astype(np.float32), (0, 0), sigma)
-                        a = _solve_with_prior(img, crop_t, prior[y0:y1, x0:x1], opts)
-                    else:
-                        a = estimate_alpha_cf(img, crop_t, laplacian_kwargs={"epsilon": opts.epsilon},
-                                              cg_kwargs={"rtol": opts.cg_tol, "maxiter": opts.cg_maxiter})
-                alpha_s[y0:y1, x0:x1] = a
-            else:  # no known pixel to anchor the solve: keep the mask
-                alpha_s[y0:y1, x0:x1] = small_mask[y0:y1, x0:x1]
+        alpha_s = self._solve(small, small_mask, trimap, info)
+        if opts.trimap.snap:
+            # pass 2: the band re-centred on GrabCut's boundary; whatever pass 1 found soft (hair,
+            # transparency) stays unknown, so snapping narrows the band only where it is solid
+            lo = opts.trimap.snap_keep_soft
+            soft = ((alpha_s > lo) & (alpha_s < 1 - lo) & (trimap == 0.5)).astype(np.uint8)
+            soft = cv2.dilate(soft, np.ones((3, 3), np.uint8)).astype(bool) & (trimap == 0.5)
+            snapped = snap_band(small, small_mask >= 0.5, trimap, info["band"], opts.trimap, keep_unknown=soft)
+            info["snapped"] = snapped is not None
+            if snapped is not None:
+                trimap = snapped
+                trimap[(small_mask > 0.05) & (small_mask < 0.95)] = 0.5
+                alpha_s = self._solve(small, small_mask, trimap, info)
         if scale < 1:
             up = cv2.resize(alpha_s.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
             gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
