@@ -40,6 +40,7 @@ class ClosedFormOptions:
     guided_eps: float = 1e-4
     repair_masks: bool = True        # replace a mask that disagrees with both neighbours
     repair_iou: float = 0.6          # "disagrees" = IoU below this with the previous mask ...
+    repair_area: float = 0.15        # ... and an area more than this fraction off its neighbours' mean
     temporal_smoothing: float = 0.0  # 0 = off (default); else EMA weight of the previous alpha in static pixels
     mask_prior: float = 0.0          # weight of a data term pulling the unknown band towards the (blurred) mask
     trimap: TrimapConfig = field(default_factory=TrimapConfig)
@@ -203,7 +204,12 @@ class ClosedFormTeacher:
             if not (cur.shape == a.shape == b.shape):
                 return False
             bc, ba, bb = cur >= 0.5, a >= 0.5, b >= 0.5
-            return _iou(bc, ba) < thr and _iou(bc, bb) < thr and _iou(ba, bb) >= thr
+            if not (_iou(bc, ba) < thr and _iou(bc, bb) < thr and _iou(ba, bb) >= thr):
+                return False
+            # every fault kind (dropped, full, occluded, leaking) changes the area; fast motion or
+            # rotation of a thin object lowers IoU at the same area and is not a fault
+            ref = 0.5 * (float(ba.sum()) + float(bb.sum()))
+            return abs(np.log((float(bc.sum()) + 1.0) / (ref + 1.0))) > np.log(1.0 + self.options.repair_area)
 
         def emit(frame, mask, nxt: list[np.ndarray]):
             if done and nxt:
