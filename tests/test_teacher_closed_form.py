@@ -147,3 +147,31 @@ def test_teacher_closed_form_repair_ignores_fast_motion():
     bad = gt.copy()
     bad[0] = 0
     assert build_teacher("closed-form")(frames, bad).alpha[0].mean() > 0.5 * gt[0].mean()
+
+
+def test_teacher_closed_form_repairs_partial_occlusion_of_moving_object():
+    """An occluded mask that still overlaps its neighbours (IoU ~0.75 > repair_iou) is caught by the
+    relative rule: the neighbours agree with each other much better than with it."""
+    import cv2
+
+    from mamakit.teacher import build_teacher
+
+    T, h, w = 5, 72, 96
+    frames = np.empty((T, h, w, 3), np.uint8)
+    gt = np.zeros((T, h, w), np.float32)
+    bg = np.random.default_rng(0).integers(0, 120, (h, w, 3)).astype(np.uint8)
+    for t in range(T):  # a bright disc moving right 2 px per frame over a dark noisy background
+        a = np.zeros((h, w), np.float32)
+        cv2.circle(a, (30 + 2 * t, 36), 18, 1.0, -1)
+        gt[t] = a
+        frames[t] = np.where(a[..., None] > 0, np.uint8(230), bg)
+    masks = gt.copy()
+    masks[2, 20:36, 30:48] = 0  # frame 2: a quarter of the disc occluded
+    ref = build_teacher("closed-form")(frames, gt).alpha
+    fixed = build_teacher("closed-form")(frames, masks).alpha
+    old_rule = build_teacher("closed-form", repair_margin=1.0)(frames, masks).alpha
+    err_fixed = np.abs(fixed[2] - ref[2]).mean()
+    err_old = np.abs(old_rule[2] - ref[2]).mean()
+    assert err_old > 0.03            # the absolute IoU rule alone keeps the occluded mask ...
+    assert err_fixed < 0.3 * err_old  # ... the relative rule replaces it by the previous mask
+    assert np.array_equal(fixed[[0, 1, 3, 4]], old_rule[[0, 1, 3, 4]])  # the other frames are untouched

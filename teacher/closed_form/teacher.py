@@ -40,6 +40,7 @@ class ClosedFormOptions:
     guided_eps: float = 1e-4
     repair_masks: bool = True        # replace a mask that disagrees with both neighbours
     repair_iou: float = 0.6          # "disagrees" = IoU below this with the previous mask ...
+    repair_margin: float = 0.1       # ... or IoU(prev, next) - max(IoU with them) above this (1 = off)
     repair_area: float = 0.15        # ... and an area more than this fraction off its neighbours' mean
     temporal_smoothing: float = 0.0  # 0 = off (default); else EMA weight of the previous alpha in static pixels
     mask_prior: float = 0.0          # weight of a data term pulling the unknown band towards the (blurred) mask
@@ -204,7 +205,11 @@ class ClosedFormTeacher:
             if not (cur.shape == a.shape == b.shape):
                 return False
             bc, ba, bb = cur >= 0.5, a >= 0.5, b >= 0.5
-            if not (_iou(bc, ba) < thr and _iou(bc, bb) < thr and _iou(ba, bb) >= thr):
+            i_ca, i_cb, i_ab = _iou(bc, ba), _iou(bc, bb), _iou(ba, bb)
+            outlier = i_ca < thr and i_cb < thr and i_ab >= thr
+            # ... or the neighbours agree with each other clearly better than with it (an occlusion)
+            outlier = outlier or (i_ab >= 0.5 and i_ab - max(i_ca, i_cb) > self.options.repair_margin)
+            if not outlier:
                 return False
             # every fault kind (dropped, full, occluded, leaking) changes the area; fast motion or
             # rotation of a thin object lowers IoU at the same area and is not a fault
