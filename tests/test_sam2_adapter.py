@@ -7,7 +7,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
 
-def _sam2_reference(sam, frames, point, label, num_frames):
+def _sam2_reference(sam, frames, point, label, num_frames, mask=None):
     """Run SAM2Base.track_step (SAM2's own memory handling, complex RoPE) over a clip."""
     output_dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     logits = []
@@ -17,9 +17,10 @@ def _sam2_reference(sam, frames, point, label, num_frames):
         img = (frames[i:i + 1] - torch.tensor(IMG_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMG_STD).view(1, 3, 1, 1)
         bo = sam.forward_image(img)
         _, feats, pos, sizes = sam._prepare_backbone_features(bo)
-        pin = {"point_coords": point, "point_labels": label} if i == 0 else None
+        pin = {"point_coords": point, "point_labels": label} if i == 0 and mask is None else None
+        min_ = mask if i == 0 else None
         out = sam.track_step(frame_idx=i, is_init_cond_frame=(i == 0), current_vision_feats=feats,
-                             current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=pin, mask_inputs=None,
+                             current_vision_pos_embeds=pos, feat_sizes=sizes, point_inputs=pin, mask_inputs=min_,
                              output_dict=output_dict, num_frames=num_frames)
         key = "cond_frame_outputs" if i == 0 else "non_cond_frame_outputs"
         output_dict[key][i] = out
@@ -81,3 +82,29 @@ def test_sam2_official_checkpoint_format_loads_strictly(tmp_path):
     official = Sam2Matte(dataclasses.replace(sam21_config("tiny", 256), refiner=False))
     n = sum(p.numel() for p in official.sam.parameters())
     assert abs(n - 38.9e6) < 0.2e6, n
+
+
+def test_sam2_adapter_mask_prompt_matches_sam2_track_step():
+    """A first-frame mask prompt takes SAM2's mask-as-output path (the mask becomes the prompted
+    frame's logits +-10 and its memory), as in SAM2's own ``track_step``; later frames agree."""
+    import dataclasses
+
+    from mamakit.student.sam2matte.config import tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+
+    torch.manual_seed(0)
+    model = Sam2Matte(dataclasses.replace(tiny_config(128), refiner=False)).eval()
+    with torch.no_grad():
+        head = model.sam.sam_mask_decoder.pred_obj_score_head
+        last = head.layers[-1] if hasattr(head, "layers") else head
+        last.bias.fill_(5.0)
+    frames = torch.rand(5, 3, 128, 128)
+    mask = torch.zeros(1, 1, 128, 128)
+    mask[..., 30:90, 40:100] = 1.0
+    with torch.no_grad():
+        ref = _sam2_reference(model.sam, frames, None, None, num_frames=10_000, mask=mask)
+        ours = model.track_clip(frames[None], mask_inputs=mask)
+    assert torch.equal(ours["logits"][0, 0], mask[0, 0] * 20 - 10)
+    assert float(ours["obj_score"][0, 0]) == 10.0
+    err = (ref[:, 0] - ours["logits"][0]).abs().amax(dim=(1, 2))
+    assert float(err.max()) < 2e-3, f"per-frame max |Δlogit| {err.tolist()}"

@@ -222,6 +222,19 @@ def sam_heads(sam: nn.Module, pix_feat, high0, high1, points=None, labels=None, 
     return low, high, obj_ptr, obj_score
 
 
+def mask_as_output(sam: nn.Module, pix_feat, high0, high1, mask_inputs):
+    """SAM2's ``use_mask_input_as_output_without_sam``: a mask prompt [B,1,S,S] (0/1) becomes the
+    frame's output (logits +-10, score +-10) and the pointer comes from the decoder on that mask,
+    so the prompted frame's memory holds the given mask. Same returns as :func:`sam_heads`."""
+    out = sam._use_mask_as_output(pix_feat, [high0, high1], mask_inputs)
+    _, _, _, low, high, obj_ptr, obj_score = out
+    return low, high, obj_ptr, obj_score
+
+
+def uses_mask_as_output(sam: nn.Module) -> bool:
+    return bool(getattr(sam, "use_mask_input_as_output_without_sam", False))
+
+
 def tracking_multimask(sam: nn.Module) -> bool:
     """Whether SAM2 uses multimask output (best of 3) on tracked frames."""
     return bool(sam._use_multimask(False, None))

@@ -49,13 +49,45 @@ def exit_and_return(frames: np.ndarray, alpha: np.ndarray, fgr: np.ndarray, bg: 
     return out_f, out_a
 
 
+def add_distractors(frames: np.ndarray, alpha: np.ndarray, rng: np.random.Generator, n: int = 1,
+                    synth: dict | None = None):
+    """Composite ``n`` more moving objects (other synthetic clips' foregrounds, scaled 0.7-1.0 and
+    shifted off-centre, so they are similar in size) over a clip and pick one object as the
+    target: the original (now partly covered) or one of the distractors. The prompt then has to
+    say which object is meant. Returns (frames, alpha of the target's visible part)."""
+    from mamakit.synth import SynthConfig, make_clip
+
+    t, h, w = alpha.shape
+    layers = [alpha.astype(np.float32)]
+    comp = frames.astype(np.float32)
+    for _ in range(n):
+        d = make_clip(rng, t, (w, h), cfg=SynthConfig(**(TINY_SYNTH if synth is None else synth)))
+        sc = rng.uniform(0.7, 1.0)
+        ang = rng.uniform(0, 2 * np.pi)
+        r = rng.uniform(0.3, 0.5) * min(w, h)
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 0.0, sc)
+        m[:, 2] += (r * np.cos(ang), r * np.sin(ang))
+        da = np.stack([cv2.warpAffine(a, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+                       for a in np.asarray(d.alpha, np.float32)])
+        df = np.stack([cv2.warpAffine(f, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+                       for f in np.asarray(d.fgr)]).astype(np.float32)
+        comp = da[..., None] * df + (1 - da[..., None]) * comp
+        layers = [lay * (1 - da) for lay in layers] + [da]
+    k = int(rng.integers(len(layers)))
+    return np.clip(comp + 0.5, 0, 255).astype(np.uint8), layers[k]
+
+
 #: ``mamakit.synth.SynthConfig`` fields of the tiny recipe (opaque objects: "alpha > 0.5" is the object)
 TINY_SYNTH = {"p_transparent": 0.0}
 
 
-def synthetic_clip(seed: int, frames: int, size: int, p_exit: float = 0.0, synth: dict | None = None):
+def synthetic_clip(seed: int, frames: int, size: int, p_exit: float = 0.0, synth: dict | None = None,
+                   p_distractor: float = 0.0):
     """One synthetic clip (uint8 frames [T,S,S,3], alpha [T,S,S] float32) from ``mamakit.synth``;
-    ``synth`` overrides fields of its ``SynthConfig`` (default :data:`TINY_SYNTH`)."""
+    ``synth`` overrides fields of its ``SynthConfig`` (default :data:`TINY_SYNTH`). With
+    probability ``p_distractor`` one or two more objects are composited in and one of the objects
+    is the target (:func:`add_distractors`; training only — evaluation clips have one object and
+    draw nothing extra from the generator, so they are unchanged)."""
     from mamakit.synth import SynthConfig, make_clip
 
     rng = np.random.default_rng(seed)
@@ -63,6 +95,8 @@ def synthetic_clip(seed: int, frames: int, size: int, p_exit: float = 0.0, synth
     f, a = np.asarray(clip.frames), np.asarray(clip.alpha, np.float32)
     if p_exit > 0 and rng.random() < p_exit and clip.fgr is not None and clip.bg is not None:
         f, a = exit_and_return(f, a, np.asarray(clip.fgr), np.asarray(clip.bg), rng)
+    if p_distractor > 0 and rng.random() < p_distractor:
+        f, a = add_distractors(f, a, rng, n=1 + int(rng.random() < 0.3), synth=synth)
     return f, a
 
 
@@ -79,15 +113,15 @@ class SyntheticClips(Dataset):
     """``length`` synthetic clips; item i is clip ``seed + i`` (a fixed, reproducible set)."""
 
     def __init__(self, length: int, frames: int = 8, size: int = 256, seed: int = 0, p_exit: float = 0.0,
-                 synth: dict | None = None):
+                 synth: dict | None = None, p_distractor: float = 0.0):
         self.length, self.frames, self.size, self.seed, self.p_exit = length, frames, size, seed, p_exit
-        self.synth = synth
+        self.synth, self.p_distractor = synth, p_distractor
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        f, a = synthetic_clip(self.seed + i, self.frames, self.size, self.p_exit, self.synth)
+        f, a = synthetic_clip(self.seed + i, self.frames, self.size, self.p_exit, self.synth, self.p_distractor)
         return to_tensors(f, a, self.size)
 
 
@@ -124,7 +158,7 @@ class Sam2MatteData(pl.LightningDataModule):
 
     def __init__(self, dataset: str | None = None, frames: int = 8, size: int = 256, batch_size: int = 2,
                  train_clips: int = 4000, val_clips: int = 8, p_exit: float = 0.2, num_workers: int = 0,
-                 seed: int = 0, val_seed: int = 1_000_000, synth: dict | None = None):
+                 seed: int = 0, val_seed: int = 1_000_000, synth: dict | None = None, p_distractor: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
 
@@ -135,7 +169,8 @@ class Sam2MatteData(pl.LightningDataModule):
                 raise ConfigError(f"dataset folder {hp.dataset} does not exist")
             self.train_set = DatasetClips(hp.dataset, hp.frames, hp.size, hp.train_clips, hp.seed)
         else:
-            self.train_set = SyntheticClips(hp.train_clips, hp.frames, hp.size, hp.seed, hp.p_exit, hp.synth)
+            self.train_set = SyntheticClips(hp.train_clips, hp.frames, hp.size, hp.seed, hp.p_exit, hp.synth,
+                                            hp.p_distractor)
         self.val_set = SyntheticClips(hp.val_clips, hp.frames, hp.size, hp.val_seed, 0.0, hp.synth)
 
     def train_dataloader(self):

@@ -74,6 +74,10 @@ class Sam2Matte(nn.Module):
         return alpha, high, obj_ptr, obj_score
 
     def prompt(self, feat, high0, high1, image, points=None, labels=None, mask_inputs=None):
+        if mask_inputs is not None and points is None and adapter.uses_mask_as_output(self.sam):
+            # SAM2's mask prompt: the mask itself is the prompted frame's output (and memory)
+            low, high, ptr, score = adapter.mask_as_output(self.sam, feat, high0, high1, mask_inputs)
+            return self._finish(image, low, high, ptr, score)
         pix = adapter.no_memory_features(self.sam, feat)
         n = 0 if points is None else points.shape[1]
         multimask = self.config.multimask_prompt and adapter.prompt_multimask(self.sam, n)
