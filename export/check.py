@@ -4,7 +4,8 @@
 2. every listed file matches its sha256 (a mismatch raises :class:`BundleError` naming the file);
 3. each ONNX graph's inputs/outputs match the manifest (names, shapes, dtypes);
 4. the reference sample (``sample.npz``) runs through ONNX Runtime and the outputs listed in
-   ``manifest["sample"]["compare"]`` match the recorded PyTorch outputs within ``atol``.
+   ``manifest["sample"]["compare"]`` match the recorded PyTorch outputs within
+   ``atol + rtol × max|recorded|`` (``rtol`` optional, default 0).
 
 Imports: numpy, onnxruntime (inside functions) and the core only — never torch.
 """
@@ -147,8 +148,12 @@ def check_bundle(path: str | Path, *, threads: int | None = 2) -> CheckReport:
     if len(calls) != int(sample.get("calls", len(calls))):
         report.add("sample", f"{spath.name} holds {len(calls)} calls, manifest says {sample.get('calls')}", False)
     atol = float(sample.get("atol", 1e-4))
+    # optional relative part (as numpy.allclose, scaled by the output's largest recorded magnitude):
+    # float32 rounding grows with the values, so large feature maps need more than a fixed atol
+    rtol = float(sample.get("rtol", 0.0))
     compare = sample.get("compare")
     worst: dict[str, float] = {}
+    scale: dict[str, float] = {}
     for k, (graph, ins, outs) in enumerate(calls):
         sess = sessions.get(graph)
         if sess is None:
@@ -172,6 +177,9 @@ def check_bundle(path: str | Path, *, threads: int | None = 2) -> CheckReport:
             d = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64)))) if ref.size else 0.0
             key = f"{graph}/{name}"
             worst[key] = max(worst.get(key, 0.0), d if np.isfinite(d) else np.inf)
+            scale[key] = max(scale.get(key, 0.0), float(np.max(np.abs(ref))) if ref.size else 0.0)
     for key, d in worst.items():
-        report.add(f"sample {key}", f"max|Δ| {d:.2e} <= atol {atol:.1e} over {len(calls)} calls", d <= atol)
+        tol = atol + rtol * scale[key]
+        how = f"atol {atol:.1e}" if not rtol else f"atol {atol:.1e} + rtol {rtol:.0e} x max|ref| {scale[key]:.3g}"
+        report.add(f"sample {key}", f"max|Δ| {d:.2e} <= {tol:.1e} ({how}) over {len(calls)} calls", d <= tol)
     return report

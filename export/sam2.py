@@ -368,8 +368,9 @@ def export_sam2_matte(checkpoint, out, *, image_size: int | None = None, precisi
                   "bank": "slot 0 = prompted frame; slots 1.. = most recent frames, newest first; pointer "
                           "slot 0 has ptr_tdiff = frames since the prompt, slot i >= 1 has ptr_tdiff = i",
                   "config": cfg.to_dict()},
+            # rtol: encoder features of a trained model reach tens; float32 rounding scales with them
             sample={"file": "sample.npz", "calls": len(keep), "atol": 1e-4 if precision == "fp32" else 5e-2,
-                    },
+                    "rtol": 1e-5 if precision == "fp32" else 0.0},
             parity=parity, exporter={"tool": exporter, "opset": opset},
             source={"checkpoint": Path(checkpoint).name},
         )
