@@ -27,3 +27,18 @@ def test_sam2_distractor_clips_pick_one_object_and_leave_eval_clips_unchanged():
         # the target is the original object (minus what covers it) or a distractor
         changed += not (ad <= ap + 1e-6).all()
     assert changed >= 1, "some clips must target a distractor, not always the original object"
+
+
+def test_sam2_leave_profile_really_leaves_short_training_clips():
+    """The default exit path (out, pause, back over the window) never leaves a 4-6 frame clip
+    completely; ``exit_profile="leave"`` must give frames with the object fully out of view."""
+    from mamakit.student.sam2matte.data import synthetic_clip
+
+    gone = 0
+    for seed in range(6):
+        _, a = synthetic_clip(seed, 6, 64, 1.0, None, 0.0, "leave")
+        assert (a[0] > 0.5).sum() > 0, "frame 0 (the prompted frame) must show the object"
+        gone += sum(int((a[i] > 0.05).sum() == 0) for i in range(1, 6))
+        _, r = synthetic_clip(seed, 4, 64, 1.0)
+        assert all((r[i] > 0.05).sum() > 0 for i in range(4)), "the ramp path is expected to stay in view"
+    assert gone >= 4, gone

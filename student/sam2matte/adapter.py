@@ -139,7 +139,8 @@ def frozen_groups(sam: nn.Module) -> dict[str, list[nn.Module]]:
     """Named parts of SAM2 that fine-tuning can freeze."""
     return {"image_encoder": [sam.image_encoder],
             "memory": [sam.memory_attention, sam.memory_encoder],
-            "decoder": [sam.sam_prompt_encoder, sam.sam_mask_decoder, sam.obj_ptr_proj]}
+            "decoder": [sam.sam_prompt_encoder, sam.sam_mask_decoder, sam.obj_ptr_proj],
+            "mask_decoder": [sam.sam_mask_decoder]}
 
 
 def positional_maps(sam: nn.Module, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,12 +22,17 @@ log = logging.getLogger(__name__)
 
 
 def exit_and_return(frames: np.ndarray, alpha: np.ndarray, fgr: np.ndarray, bg: np.ndarray,
-                    rng: np.random.Generator, start: int | None = None, length: int | None = None):
+                    rng: np.random.Generator, start: int | None = None, length: int | None = None,
+                    profile: np.ndarray | None = None):
     """Shift the foreground out of the frame (to a random side) over ``length`` frames from
-    ``start`` and back again; returns new (frames, alpha). ``bg`` is [T,H,W,3] or [H,W,3]."""
+    ``start`` and back again; returns new (frames, alpha). ``bg`` is [T,H,W,3] or [H,W,3].
+    ``profile`` (per frame of the window, 0..1 of the way out) replaces the default out-pause-back
+    ramp (which leaves the object fully out of view on at most a frame or two)."""
     t, h, w = alpha.shape
     start = int(rng.integers(1, max(2, t // 3))) if start is None else start
     length = int(rng.integers(max(4, t // 3), max(5, t - start))) if length is None else length
+    if profile is not None:
+        length = len(profile)
     side = rng.integers(4)
     ys, xs = np.nonzero(alpha[start] > 0.05)
     if len(xs) == 0:
@@ -37,8 +42,11 @@ def exit_and_return(frames: np.ndarray, alpha: np.ndarray, fgr: np.ndarray, bg: 
     out_f, out_a = frames.copy(), alpha.copy()
     bgs = bg if bg.ndim == 4 else np.broadcast_to(bg, frames.shape)
     for i in range(start, min(t, start + length)):
-        ph = (i - start) / max(1, length - 1)
-        s = far * min(1.0, 2.2 * min(ph, 1 - ph))  # out, a pause outside, back
+        if profile is not None:
+            s = far * float(profile[i - start])
+        else:
+            ph = (i - start) / max(1, length - 1)
+            s = far * min(1.0, 2.2 * min(ph, 1 - ph))  # out, a pause outside, back
         dx, dy = (s, 0.0) if side < 2 else (0.0, s)
         m = np.float32([[1, 0, dx], [0, 1, dy]])
         a = cv2.warpAffine(alpha[i], m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
@@ -47,6 +55,17 @@ def exit_and_return(frames: np.ndarray, alpha: np.ndarray, fgr: np.ndarray, bg: 
         out_f[i] = np.clip(comp + 0.5, 0, 255).astype(np.uint8)
         out_a[i] = a
     return out_f, out_a
+
+
+def leave_profile(t: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    """(start, profile) for a training clip of ``t`` frames: one frame half out, 1..t/3 frames fully
+    out of view, then back in over one or two frames (so short clips really contain "absent")."""
+    n_out = int(rng.integers(1, max(2, t // 3 + 1)))
+    back = [0.5] if rng.random() < 0.5 else [0.6, 0.25]
+    prof = np.array([0.5] + [1.0] * n_out + back, np.float32)
+    prof = prof[: t - 1]
+    start = int(rng.integers(1, max(2, t - len(prof) + 1)))
+    return start, prof[: t - start]
 
 
 def add_distractors(frames: np.ndarray, alpha: np.ndarray, rng: np.random.Generator, n: int = 1,
@@ -82,19 +101,25 @@ TINY_SYNTH = {"p_transparent": 0.0}
 
 
 def synthetic_clip(seed: int, frames: int, size: int, p_exit: float = 0.0, synth: dict | None = None,
-                   p_distractor: float = 0.0):
+                   p_distractor: float = 0.0, exit_profile: str = "ramp"):
     """One synthetic clip (uint8 frames [T,S,S,3], alpha [T,S,S] float32) from ``mamakit.synth``;
     ``synth`` overrides fields of its ``SynthConfig`` (default :data:`TINY_SYNTH`). With
     probability ``p_distractor`` one or two more objects are composited in and one of the objects
     is the target (:func:`add_distractors`; training only — evaluation clips have one object and
-    draw nothing extra from the generator, so they are unchanged)."""
+    draw nothing extra from the generator, so they are unchanged). ``exit_profile`` "leave": the
+    exiting object is fully out of view for 1..T/3 frames (:func:`leave_profile`), "ramp": the
+    original out-pause-back path of :func:`exit_and_return`."""
     from mamakit.synth import SynthConfig, make_clip
 
     rng = np.random.default_rng(seed)
     clip = make_clip(rng, frames, (size, size), cfg=SynthConfig(**(TINY_SYNTH if synth is None else synth)))
     f, a = np.asarray(clip.frames), np.asarray(clip.alpha, np.float32)
     if p_exit > 0 and rng.random() < p_exit and clip.fgr is not None and clip.bg is not None:
-        f, a = exit_and_return(f, a, np.asarray(clip.fgr), np.asarray(clip.bg), rng)
+        if exit_profile == "leave":
+            start, prof = leave_profile(frames, rng)
+            f, a = exit_and_return(f, a, np.asarray(clip.fgr), np.asarray(clip.bg), rng, start=start, profile=prof)
+        else:
+            f, a = exit_and_return(f, a, np.asarray(clip.fgr), np.asarray(clip.bg), rng)
     if p_distractor > 0 and rng.random() < p_distractor:
         f, a = add_distractors(f, a, rng, n=1 + int(rng.random() < 0.3), synth=synth)
     return f, a
@@ -113,15 +138,16 @@ class SyntheticClips(Dataset):
     """``length`` synthetic clips; item i is clip ``seed + i`` (a fixed, reproducible set)."""
 
     def __init__(self, length: int, frames: int = 8, size: int = 256, seed: int = 0, p_exit: float = 0.0,
-                 synth: dict | None = None, p_distractor: float = 0.0):
+                 synth: dict | None = None, p_distractor: float = 0.0, exit_profile: str = "ramp"):
         self.length, self.frames, self.size, self.seed, self.p_exit = length, frames, size, seed, p_exit
-        self.synth, self.p_distractor = synth, p_distractor
+        self.synth, self.p_distractor, self.exit_profile = synth, p_distractor, exit_profile
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        f, a = synthetic_clip(self.seed + i, self.frames, self.size, self.p_exit, self.synth, self.p_distractor)
+        f, a = synthetic_clip(self.seed + i, self.frames, self.size, self.p_exit, self.synth, self.p_distractor,
+                              self.exit_profile)
         return to_tensors(f, a, self.size)
 
 
@@ -158,7 +184,8 @@ class Sam2MatteData(pl.LightningDataModule):
 
     def __init__(self, dataset: str | None = None, frames: int = 8, size: int = 256, batch_size: int = 2,
                  train_clips: int = 4000, val_clips: int = 8, p_exit: float = 0.2, num_workers: int = 0,
-                 seed: int = 0, val_seed: int = 1_000_000, synth: dict | None = None, p_distractor: float = 0.0):
+                 seed: int = 0, val_seed: int = 1_000_000, synth: dict | None = None, p_distractor: float = 0.0,
+                 exit_profile: str = "ramp"):
         super().__init__()
         self.save_hyperparameters()
 
@@ -170,7 +197,7 @@ class Sam2MatteData(pl.LightningDataModule):
             self.train_set = DatasetClips(hp.dataset, hp.frames, hp.size, hp.train_clips, hp.seed)
         else:
             self.train_set = SyntheticClips(hp.train_clips, hp.frames, hp.size, hp.seed, hp.p_exit, hp.synth,
-                                            hp.p_distractor)
+                                            hp.p_distractor, hp.exit_profile)
         self.val_set = SyntheticClips(hp.val_clips, hp.frames, hp.size, hp.val_seed, 0.0, hp.synth)
 
     def train_dataloader(self):

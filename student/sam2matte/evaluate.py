@@ -41,3 +41,17 @@ def evaluate_tracking(model, seeds, frames: int = 16, prompt: str = "click", p_e
     return {"iou": float(np.mean(ious)), "mad": float(np.mean(mads)), "static_iou": float(np.mean(static_ious)),
             "static_mad": float(np.mean(static_mads)),
             "static_box_iou": float(np.mean(box_ious)), "clips": len(list(seeds)), "frames": frames}
+
+
+@torch.no_grad()
+def memory_influence(model, seed: int = 3_000_001, frames: int = 4) -> dict:
+    """How much the memory steers tracking: the clip is prompted on frame 0 with its true mask and
+    then with the inverted mask (SAM2's mask-as-output path, so the memory holds exactly that);
+    returns the mean |logit difference| on the tracked frames and the logits' std. A tracker that
+    reads its memory changes a lot; the session-3 model: 1e-4 (std 0.9), i.e. memory-blind."""
+    f, a = synthetic_clip(int(seed), frames, model.config.image_size, 0.0)
+    batch = to_tensors(f, a, model.config.image_size)
+    msk = (batch["alpha"][None, None, 0] > 0.5).float()
+    o1 = model.track_clip(batch["frames"][None], None, None, msk)["logits"][0, 1:]
+    o2 = model.track_clip(batch["frames"][None], None, None, 1 - msk)["logits"][0, 1:]
+    return {"influence": float((o1 - o2).abs().mean()), "logit_std": float(o1.std())}

@@ -100,8 +100,13 @@ class Sam2Matte(nn.Module):
         return MemoryBank(self.config.max_memories, self.config.max_obj_ptrs, batch, d["mem_dim"], d["hidden_dim"],
                           fs, device=device, dtype=dtype)
 
-    def track_clip(self, frames: torch.Tensor, points=None, labels=None, mask_inputs=None, encoder_grad: bool = True):
-        """frames [B,T,3,S,S] 0..1, prompt on frame 0 -> dict of [B,T,...] alphas, logits, scores."""
+    def track_clip(self, frames: torch.Tensor, points=None, labels=None, mask_inputs=None, encoder_grad: bool = True,
+                   teacher_masks: torch.Tensor | None = None, teacher: torch.Tensor | None = None):
+        """frames [B,T,3,S,S] 0..1, prompt on frame 0 -> dict of [B,T,...] alphas, logits, scores.
+
+        Training only: ``teacher_masks`` [B,T,S,S] (0..1) and ``teacher`` [B,T] bool make the memory
+        of the flagged tracked frames hold the true mask (logits +-10, score +-10, as SAM2's mask
+        prompt) instead of the prediction, so that reading the memory pays off from the start."""
         b, t = frames.shape[:2]
         flat = frames.flatten(0, 1)
         if encoder_grad:
@@ -119,12 +124,53 @@ class Sam2Matte(nn.Module):
             else:
                 alpha, hr, ptr, score = self.track(feat[:, i], h0[:, i], h1[:, i], img, *bank.inputs())
             mem = self.memorize(feat[:, i], hr, score)
+            if teacher is not None and i > 0 and bool(teacher[:, i].any()):
+                gt = (teacher_masks[:, i:i + 1] > 0.5).to(hr.dtype)
+                present = (gt.flatten(1).sum(1, keepdim=True) >= 4).to(hr.dtype)
+                mem_gt = self.memorize(feat[:, i], gt * 20.0 - 10.0, present * 20.0 - 10.0)
+                sel = teacher[:, i].view(-1, 1, 1, 1)
+                mem = torch.where(sel, mem_gt, mem)
             bank.add(mem, ptr, is_prompt=(i == 0))
             alphas.append(alpha)
             logits.append(hr)
             scores.append(score)
         return {"alpha": torch.stack(alphas, 1)[:, :, 0], "logits": torch.stack(logits, 1)[:, :, 0],
                 "obj_score": torch.stack(scores, 1)[:, :, 0]}
+
+    @torch.no_grad()
+    def add_locality_prior(self, strength: float = 10.0, pairs: int = 3) -> None:
+        """Give the memory cross-attention a "same place" prior: add one common vector to the query
+        and key biases, on the ``pairs`` highest-frequency RoPE pairs of each axis (r^2 = ``strength``
+        per pair). After RoPE its part of q.k is sum r^2 cos(theta (p_q - p_k)) / sqrt(d), peaked at
+        zero offset, so a frame attends to the memories at (about) its own location and reads the
+        mask stored there — the shortcut a tracker needs, which from random or saliency-trained
+        weights the attention does not find in a short CPU budget (its weights are only changed,
+        not the architecture: export and runtime are unaffected)."""
+        for layer in self.sam.memory_attention.layers:
+            attn = layer.cross_attn_image
+            d = attn.internal_dim // attn.num_heads
+            vec = torch.zeros(d)
+            for axis in range(2):  # axial RoPE: pairs [0, d/4) rotate with x, [d/4, d/2) with y
+                for k in range(pairs):
+                    vec[2 * (axis * d // 4 + k)] = float(strength) ** 0.5
+            vec = vec.repeat(attn.num_heads)
+            attn.q_proj.bias.add_(vec.to(attn.q_proj.bias))
+            attn.k_proj.bias.add_(vec.to(attn.k_proj.bias))
+
+    @torch.no_grad()
+    def amplify_memory_read(self, gain: float = 1.0, mask_gain: float = 1.0) -> None:
+        """Scale the memory cross-attention's output projection by ``gain`` and the memory encoder's
+        mask path by ``mask_gain``. Training from scratch grows the image features (mean |x| 0.5 ->
+        14 in the session-3 model) while the attention read of the memory stays small, so the
+        memory ends up < 0.3 % of the residual stream and is ignored; this puts it back in reach."""
+        for layer in self.sam.memory_attention.layers:
+            out = layer.cross_attn_image.out_proj
+            out.weight.mul_(gain)
+            out.bias.mul_(gain)
+        conv = [m for m in self.sam.memory_encoder.mask_downsampler.modules() if isinstance(m, nn.Conv2d)][-1]
+        conv.weight.mul_(mask_gain)
+        if conv.bias is not None:
+            conv.bias.mul_(mask_gain)
 
     def tied_copy(self, image_size: int) -> "Sam2Matte":
         """A model at another input size that shares every parameter and persistent buffer with

@@ -109,6 +109,14 @@ class Sam2MatteSystem(pl.LightningModule):
         low_res: int | None = None,
         low_res_fraction: float = 0.7,
         seed: int = 0,
+        p_degrade: float = 0.0,
+        frame0_weight: float = 1.0,
+        p_teacher_memory: float = 0.0,
+        memory_lr_mult: float = 1.0,
+        locality_prior: float = 0.0,
+        memory_read_gain: float = 1.0,
+        memory_mask_gain: float = 1.0,
+        p_blank: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -120,6 +128,11 @@ class Sam2MatteSystem(pl.LightningModule):
             from .io import load_sam2_matte
 
             self.model.load_weights(load_sam2_matte(init_weights).state_dict())
+        # weight-only nudges of the memory path (applied once, at construction; see model.py)
+        if locality_prior > 0:
+            self.model.add_locality_prior(locality_prior)
+        if memory_read_gain != 1.0 or memory_mask_gain != 1.0:
+            self.model.amplify_memory_read(memory_read_gain, memory_mask_gain)
         groups = adapter.frozen_groups(self.model.sam)
         bad = sorted(set(freeze) - set(groups))
         if bad:
@@ -136,6 +149,29 @@ class Sam2MatteSystem(pl.LightningModule):
         # progressive resolution: the first part of the run at ``low_res`` with tied weights
         self._low = {"model": self.model.tied_copy(low_res)} if low_res else {}
         self._t0 = None
+        self.p_degrade, self.frame0_weight = float(p_degrade), float(frame0_weight)
+        self.p_teacher = float(p_teacher_memory)
+        self.p_blank = float(p_blank)
+
+    def _degrade(self, frames: torch.Tensor) -> torch.Tensor:
+        """Training only: each tracked frame (t >= 1) is, with probability ``p_degrade``, washed
+        out (contrast x0.1-0.4 towards its mean colour) and noised, so that segmenting it on its
+        own is unreliable and the memory of the earlier frames has to carry the object."""
+        b, t = frames.shape[:2]
+        pick = self.rng.random((b, t)) < self.p_degrade + self.p_blank
+        pick[:, 0] = False
+        if not pick.any():
+            return frames
+        frames = frames.clone()
+        for i, j in zip(*np.nonzero(pick)):
+            x = frames[i, j]
+            mean = x.mean(dim=(1, 2), keepdim=True)
+            # p_blank of them keep nothing of the frame (mean colour + noise): only the memory knows
+            blank = self.rng.random() < self.p_blank / (self.p_degrade + self.p_blank)
+            c = 0.0 if blank else float(self.rng.uniform(0.1, 0.4))
+            sigma = float(self.rng.uniform(0.02, 0.08))
+            frames[i, j] = (mean + c * (x - mean) + sigma * torch.randn_like(x)).clamp(0, 1)
+        return frames
 
     def _use_low_res(self) -> bool:
         """True in the first ``low_res_fraction`` of the budget (CPU budget, else max_time, else steps)."""
@@ -159,9 +195,11 @@ class Sam2MatteSystem(pl.LightningModule):
     def config(self) -> Sam2MatteConfig:
         return self.model.config
 
-    def forward(self, frames, points=None, labels=None, mask_inputs=None, model=None):
+    def forward(self, frames, points=None, labels=None, mask_inputs=None, model=None, teacher_masks=None,
+                teacher=None):
         return (model or self.model).track_clip(frames, points, labels, mask_inputs,
-                                                encoder_grad="image_encoder" not in self.freeze)
+                                                encoder_grad="image_encoder" not in self.freeze,
+                                                teacher_masks=teacher_masks, teacher=teacher)
 
     def _step(self, batch, stage: str, kind: str | None = None):
         frames, alpha = batch["frames"], batch["alpha"]
@@ -174,10 +212,25 @@ class Sam2MatteSystem(pl.LightningModule):
             b, t = alpha.shape[:2]
             frames = F.interpolate(frames.flatten(0, 1), size=(s, s), mode="area").unflatten(0, (b, t))
             alpha = F.interpolate(alpha.flatten(0, 1)[:, None], size=(s, s), mode="area")[:, 0].unflatten(0, (b, t))
+        if stage == "train" and self.p_degrade + self.p_blank > 0:
+            frames = self._degrade(frames)
         kind = kind or str(self.rng.choice(PROMPT_KINDS, p=self.prompt_p))
         points, labels, mask_inputs = simulate_prompt(alpha[:, 0], kind, self.rng)
-        out = self(frames, points, labels, mask_inputs, model=model)
-        terms = matting_losses(out, alpha, self.weights)
+        teacher = None
+        if stage == "train" and self.p_teacher > 0:
+            # teacher-forced memory: some tracked frames memorise the true mask (SAM2 trains with
+            # corrective prompts on later frames for the same reason: memories worth reading)
+            teacher = torch.from_numpy(self.rng.random(alpha.shape[:2]) < self.p_teacher).to(alpha.device)
+        out = self(frames, points, labels, mask_inputs, model=model, teacher_masks=alpha, teacher=teacher)
+        if self.frame0_weight != 1.0 and alpha.shape[1] > 1:
+            # the prompted frame weighs frame0_weight, each tracked frame 1 (terms averaged that way)
+            t = alpha.shape[1]
+            first = matting_losses({k: v[:, :1] for k, v in out.items()}, alpha[:, :1], self.weights)
+            rest = matting_losses({k: v[:, 1:] for k, v in out.items()}, alpha[:, 1:], self.weights)
+            w0 = self.frame0_weight
+            terms = {k: (w0 * first[k] + (t - 1) * rest[k]) / (w0 + t - 1) for k in first}
+        else:
+            terms = matting_losses(out, alpha, self.weights)
         with torch.no_grad():
             p, g = out["alpha"] > 0.5, alpha > 0.5
             inter = (p & g).flatten(2).sum(-1).float()
@@ -200,10 +253,22 @@ class Sam2MatteSystem(pl.LightningModule):
     def configure_optimizers(self):
         enc = [p for p in self.model.sam.image_encoder.parameters() if p.requires_grad]
         enc_ids = {id(p) for p in enc}
-        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids]
+        mem = []
+        if self.hparams.memory_lr_mult != 1.0:  # the memory path: attention, encoder, pointers, tpos
+            sam = self.model.sam
+            mods = [sam.memory_attention, sam.memory_encoder, sam.obj_ptr_proj]
+            if getattr(sam, "obj_ptr_tpos_proj", None) is not None:
+                mods.append(sam.obj_ptr_tpos_proj)
+            mem = [p for m in mods for p in m.parameters() if p.requires_grad]
+            if getattr(sam, "maskmem_tpos_enc", None) is not None and sam.maskmem_tpos_enc.requires_grad:
+                mem.append(sam.maskmem_tpos_enc)
+        mem_ids = {id(p) for p in mem}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in enc_ids | mem_ids]
         groups = [{"params": rest, "lr": self.hparams.lr}]
         if enc:
             groups.append({"params": enc, "lr": self.hparams.lr * self.hparams.encoder_lr_mult})
+        if mem:
+            groups.append({"params": mem, "lr": self.hparams.lr * self.hparams.memory_lr_mult})
         opt = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         warm = max(1, int(self.hparams.warmup_steps))
         total = self.trainer.estimated_stepping_batches if self.trainer else 10_000
