@@ -36,22 +36,23 @@ def test_sam2_tiny_fixture_is_small_and_self_describing():
 
 @pytest.mark.parametrize("prompt", ["box", "click"])
 def test_sam2_tiny_tracks_held_out_clips(sam2_tiny, prompt):
-    """Regression floor of the committed model (session-3 recipe, step 1600; measured: IoU 0.57,
-    MAD 0.22 over 4 clips x 16 frames, box and click alike — the session-1 model had 0.54 / 0.29;
-    a static first-frame GT box scores IoU 0.43, a static first-frame GT mask 0.77 / MAD 0.12)."""
+    """Regression floor of the committed model (session 4: session-3 stage 1 + 600 core-s stage 2,
+    run G in the docs; measured: IoU 0.61, MAD 0.206 over 4 clips x 16 frames, box and click alike —
+    session 3 had 0.57 / 0.22, session 1 0.54 / 0.29; a static first-frame GT box scores IoU 0.43, a
+    static first-frame GT mask 0.77 / MAD 0.12)."""
     from mamakit.student.sam2matte.evaluate import evaluate_tracking
 
     r = evaluate_tracking(sam2_tiny, EVAL_SEEDS, frames=16, prompt=prompt)
     print(f"sam2 tiny ({prompt}): {r}")
-    assert r["iou"] >= 0.52, r
-    assert r["mad"] <= 0.25, r
+    assert r["iou"] >= 0.57, r
+    assert r["mad"] <= 0.23, r
     assert r["iou"] >= r["static_box_iou"] + 0.05, r
 
 
 @pytest.mark.xfail(strict=True, reason="issue 7's bar (IoU >= 0.7, MAD well below a static first-frame mask) is "
-                   "NOT met by the committed tiny model (session-3 recipe, step 1600: IoU 0.57, MAD 0.22; static "
-                   "mask: 0.77 / 0.12; the session-1 model had 0.54 / 0.29): it segments every frame on its own and "
-                   "ignores prompt and memory (docs/sam2-matte.md). Strict: a model that meets the bar turns this into a failure until the "
+                   "NOT met by the committed tiny model (session 4, run G: IoU 0.61, MAD 0.206; static "
+                   "mask: 0.77 / 0.12; session 3 had 0.57 / 0.22): it segments every frame on its own and "
+                   "ignores prompt and memory (memory_influence ~0; docs/sam2-matte.md). Strict: a model that meets the bar turns this into a failure until the "
                    "marker is removed.")
 def test_sam2_tiny_meets_issue_tracking_bar(sam2_tiny):
     from mamakit.student.sam2matte.evaluate import evaluate_tracking
@@ -61,7 +62,7 @@ def test_sam2_tiny_meets_issue_tracking_bar(sam2_tiny):
 
 
 @pytest.mark.xfail(strict=True, reason="NOT met by the committed tiny model: its occlusion score stays positive "
-                   "(~5) while the object is out of view, so the alpha is not emptied; the gate itself (score <= 0 "
+                   "(~2-5) while the object is out of view, so the alpha is not emptied; the gate itself (score <= 0 "
                    "-> logits -1024 -> alpha 0) is SAM2's and is exercised in export parity.")
 def test_sam2_tiny_object_leaves_and_returns(sam2_tiny):
     """Occlusion score low -> empty alpha while the object is out of view; tracking resumes."""
