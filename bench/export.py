@@ -136,6 +136,9 @@ def main() -> int:
     ap.add_argument("--reuse", action="store_true", help="with --keep: reuse bundles already exported there")
     ap.add_argument("--no-fgr", action="store_true", help="export alpha-only graphs (as the shipped default bundle)")
     ap.add_argument("--downsample-ratio", type=float, default=None, help="override the checkpoint's ratio (export option)")
+    ap.add_argument("--variants", help="comma-separated subset besides fp32: fp16, int8 (all int8 rows) or "
+                                       "precision-scheme-convs, e.g. int8-trt-spatial,int8-trt-dense")
+    ap.add_argument("--no-dynamic", action="store_true", help="skip the dynamic int8 row")
     ap.add_argument("--quick", action="store_true", help="8 parity frames, 10 timed rounds, 2 calibration clips")
     args = ap.parse_args()
     if args.quick:
@@ -163,7 +166,11 @@ def main() -> int:
         variants = [("fp32", "fp32", "trt", "spatial"), ("fp16", "fp16", "trt", "spatial"),
                     ("int8-static (trt, kxk convs: default)", "int8", "trt", "spatial"),
                     ("int8-static (cpu u8s8, kxk convs)", "int8", "cpu", "spatial"),
+                    ("int8-static (trt, kxk + wide 1x1 convs)", "int8", "trt", "dense"),
                     ("int8-static (trt, all convs)", "int8", "trt", "all")]
+        if args.variants:
+            keep = {v.strip() for v in args.variants.split(",")}
+            variants = [v for v in variants if v[0] == "fp32" or f"{v[1]}-{v[2]}-{v[3]}" in keep or v[1] in keep]
         models = {}
         for label, prec, scheme, convs in variants:
             out = work / (f"{tag}-{prec}-{scheme}" + ("" if convs == "spatial" else f"-{convs}"))
@@ -187,7 +194,7 @@ def main() -> int:
                            "parity": {k: p.get(k) for k in ("max_abs_diff_pha", "mad_vs_gt_pytorch", "mad_vs_gt_onnx",
                                                              "passed", "criterion", "clip")}}
             models[label] = {"path": out / "main.onnx"}
-        if "fp32" in models:
+        if "fp32" in models and not args.no_dynamic:
             dyn = work / f"{tag}-int8-dynamic.onnx"
             if not (args.reuse and dyn.is_file()):
                 _dynamic_int8(models["fp32"]["path"].parent, dyn, size, args.frames, args.threads)

@@ -14,7 +14,7 @@ All probabilities live in the frozen :class:`DegradeConfig`. Same rng state -> s
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -64,6 +64,19 @@ class DegradeConfig:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def for_height(self, height: int, ref_height: int) -> "DegradeConfig":
+        """This config for frames ``height`` pixels tall, made as coarse *relative to the frame* as it
+        is on ``ref_height``-pixel frames: the pixel-sized knobs (downsample factors, the erode/dilate
+        kernel) are scaled by ``height / ref_height`` (at least 1 pixel). E.g. ``for_height(180, 720)``
+        turns the 8x/16x/32x factors into 2x/4x/8x, so a 320x180 training clip gets masks as coarse
+        as a 720p video's."""
+        if height <= 0 or ref_height <= 0:
+            raise ConfigError(f"for_height needs positive heights, got {height} and {ref_height}")
+        k = height / float(ref_height)
+        factors = tuple(max(1, int(round(f * k))) for f in self.downsample_factors)
+        kernel = max(1, int(round(self.kernel * k)))
+        return replace(self, downsample_factors=factors, kernel=kernel)
 
 
 def _rng(rng) -> np.random.Generator:

@@ -179,7 +179,12 @@ INT8_SCHEMES = {
 #: Conv (the previous default) — also the depthwise convs (QLinearConv depthwise on 20 channels at
 #: trunk resolution: 11 ms vs 3 ms fp32) and the 1x1 convs on 4-20 channels at trunk resolution,
 #: which cost more in Q/DQ and NHWC transposes than they save: 0.66-0.82x fp32 instead of ~1.05x.
-INT8_CONV_SELECTIONS = ("spatial", "all")
+#: ``dense``: the ``spatial`` ones plus the 1x1 (pointwise) group-1 convs with at least
+#: DENSE_MIN_CHANNELS input and output channels (an unshared input too) — the MobileNet expansion /
+#: projection convs of the wider encoders, where int8 GEMMs (VNNI) beat fp32; depthwise convs and
+#: thin 1x1 convs stay fp32.
+INT8_CONV_SELECTIONS = ("spatial", "dense", "all")
+DENSE_MIN_CHANNELS = 64
 
 
 def _name_nodes(model) -> None:
@@ -194,12 +199,14 @@ def _name_nodes(model) -> None:
             seen.add(name)
 
 
-def spatial_convs(model) -> list[str]:
+def spatial_convs(model, min_pointwise_channels: int | None = None) -> list[str]:
     """Names of the Conv nodes worth quantising: standard (group 1) convolutions with a kernel
     larger than 1x1 whose input activation feeds nothing else. (A shared input — e.g. the student's
     stem conv input, also read by AveragePool and Concat — would be quantised for every consumer by
     the QDQ quantiser's single Q/DQ pair, and ONNX Runtime fuses DequantizeLinear -> Conv into
-    QLinearConv only when the DequantizeLinear has that one consumer.)"""
+    QLinearConv only when the DequantizeLinear has that one consumer.) With
+    ``min_pointwise_channels``, also the group-1 1x1 convs with at least that many input and output
+    channels (the ``dense`` selection)."""
     inits = {i.name: i for i in model.graph.initializer}
     readers: dict[str, int] = {}
     for n in model.graph.node:
@@ -217,8 +224,14 @@ def spatial_convs(model) -> list[str]:
             kernel = list(inits[n.input[1]].dims[2:])
         else:  # unknown kernel (weight computed in the graph): leave it fp32
             continue
-        if group == 1 and max(kernel, default=1) > 1 and readers.get(n.input[0], 0) == 1:
+        if group != 1 or readers.get(n.input[0], 0) != 1:
+            continue
+        if max(kernel, default=1) > 1:
             names.append(n.name)
+        elif min_pointwise_channels and len(n.input) > 1 and n.input[1] in inits:
+            w = inits[n.input[1]]
+            if min(int(w.dims[0]), int(w.dims[1])) >= min_pointwise_channels:
+                names.append(n.name)
     return names
 
 
@@ -282,7 +295,9 @@ def quantize_int8(
     onnx.save(model, str(pre))
     excluded = set(exclude_nodes)
     all_convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    chosen = spatial_convs(model) if convs == "spatial" else all_convs
+    chosen = {"spatial": lambda: spatial_convs(model),
+              "dense": lambda: spatial_convs(model, DENSE_MIN_CHANNELS),
+              "all": lambda: all_convs}[convs]()
     chosen = [n for n in chosen if n not in excluded]
     if not chosen:
         pre.unlink(missing_ok=True)

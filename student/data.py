@@ -230,11 +230,17 @@ class ClipWindows(TorchDataset):
     ``(seed, e, i)``: deterministic whatever the number of workers, and resumable."""
 
     def __init__(self, source: ClipSource, clip_frames: int, samples: int, aug: AugmentConfig,
-                 degrade: dict | None, targets: TeacherTargets | None, seed: int, train: bool = True):
+                 degrade: dict | None, targets: TeacherTargets | None, seed: int, train: bool = True,
+                 degrade_ref_height: int | None = None):
         from mamakit.degrade import DegradeConfig
 
         self.source, self.T, self.samples, self.aug = source, int(clip_frames), int(samples), aug
         self.degrade = DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (degrade or {}).items()})
+        #: None: masks are degraded on the training crop (the crop's pixels set how coarse 8x is);
+        #: a height: masks are degraded on the whole source frame before cropping, with the pixel
+        #: knobs scaled to that reference height (DegradeConfig.for_height), so a training mask is as
+        #: coarse relative to the object as a mask on a video of that height.
+        self.degrade_ref_height = int(degrade_ref_height) if degrade_ref_height else None
         self.targets, self.seed, self.train = targets, int(seed), train
         self.epoch = 0
         self.windows = [(c, s) for c, n in enumerate(source.lengths) for s in range(0, n - self.T + 1)]
@@ -278,6 +284,11 @@ class ClipWindows(TorchDataset):
         use_stored = raw.masks is not None and (not self.train or rng.random() < self.aug.p_stored_masks)
         if use_stored:
             planes.append(torch.from_numpy(np.ascontiguousarray(raw.masks[sl], np.float32))[:, None])
+        elif self.degrade_ref_height:  # degrade on the source frame, then crop like the frames
+            cfg = self.degrade.for_height(H, self.degrade_ref_height)
+            src_masks = self._degrade(np.ascontiguousarray(gt_alpha[sl], np.float32), rng, cfg)
+            planes.append(torch.from_numpy(src_masks)[:, None])
+        pre_masks = use_stored or bool(self.degrade_ref_height)
         has_fgr = raw.fgr is not None
         if has_fgr:
             planes.append(torch.from_numpy(np.ascontiguousarray(raw.fgr[sl])).permute(0, 3, 1, 2).float() / 255.0)
@@ -292,7 +303,7 @@ class ClipWindows(TorchDataset):
             x = F.interpolate(x, size=(ch, cw), mode="bilinear", align_corners=False)
         frames, target, gt = x[:, :3], x[:, 3:4].clamp(0, 1), x[:, 4:5].clamp(0, 1)
         k = 5
-        if use_stored:
+        if pre_masks:
             masks = (x[:, k:k + 1] > 0.5).float()
             k += 1
         else:
@@ -309,10 +320,10 @@ class ClipWindows(TorchDataset):
                 "mask_valid": torch.from_numpy(valid), "fgr": fgr.contiguous(),
                 "has_fgr": torch.tensor(has_fgr)}
 
-    def _degrade(self, alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _degrade(self, alpha: np.ndarray, rng: np.random.Generator, cfg=None) -> np.ndarray:
         from mamakit.degrade import degrade_masks
 
-        return degrade_masks(alpha, rng, self.degrade).astype(np.float32)
+        return degrade_masks(alpha, rng, cfg or self.degrade).astype(np.float32)
 
 
 def collate_skip(batch: list) -> dict[str, Any] | None:
@@ -352,6 +363,7 @@ class StudentData(pl.LightningDataModule):
         p_first_frame_only: float = 0.2,
         p_stored_masks: float = 0.5,
         degrade: Optional[dict] = None,
+        degrade_ref_height: Optional[int] = None,
         samples_per_epoch: int = 256,
         batch_size: int = 4,
         num_workers: int = 0,
@@ -412,7 +424,7 @@ class StudentData(pl.LightningDataModule):
                        if self.targets_kind == "teacher" else None)
             self.targets = targets
             self.train_set = ClipWindows(src, hp.clip_frames, hp.samples_per_epoch, self.aug, hp.degrade, targets,
-                                         hp.seed, train=True)
+                                         hp.seed, train=True, degrade_ref_height=hp.degrade_ref_height)
             vsrc = self._source(hp.val_source, hp.val_root, hp.val_clips, hp.val_frames, hp.val_size, hp.val_seed)
             vframes = min(hp.val_frames, max(vsrc.lengths)) if len(vsrc) else 0
             if len(vsrc) == 0 or vframes < 2:
@@ -420,7 +432,8 @@ class StudentData(pl.LightningDataModule):
             vaug = dataclasses.replace(self.aug, crop_size=tuple(hp.val_size))
             n_val = len({c for c, n in enumerate(vsrc.lengths) if n >= vframes})
             # validation targets are the clips' own alpha (GT for synth)
-            self.val_set = ClipWindows(vsrc, vframes, n_val, vaug, hp.degrade, None, hp.val_seed, train=False)
+            self.val_set = ClipWindows(vsrc, vframes, n_val, vaug, hp.degrade, None, hp.val_seed, train=False,
+                                       degrade_ref_height=hp.degrade_ref_height)
 
     def set_epoch(self, epoch: int) -> None:
         if self.train_set is not None:

@@ -210,3 +210,13 @@ def test_core_degrade_masks_deterministic_and_configurable():
         DegradeConfig(p_box=1.5)
     with pytest.raises(ConfigError):
         degrade_masks(np.zeros((2, 3, 4, 5)), 0)
+
+
+def test_core_degrade_for_height_scales_pixel_knobs():
+    cfg = DegradeConfig().for_height(180, 720)
+    assert cfg.downsample_factors == (2, 4, 8) and cfg.kernel == 1
+    assert DegradeConfig().for_height(1440, 720).downsample_factors == (16, 32, 64)
+    assert DegradeConfig(downsample_factors=(8,)).for_height(40, 720).downsample_factors == (1,)
+    assert cfg.p_box == DegradeConfig().p_box  # probabilities untouched
+    with pytest.raises(ConfigError):
+        DegradeConfig().for_height(0, 720)

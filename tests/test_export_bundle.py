@@ -383,3 +383,34 @@ def test_export_trt_engine_deserialises_on_a_gpu(rtx_bundles):
     assert engine is not None
     names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
     assert names == {"src", "guide", "pha", "fgr"} | {f"r{i}{io}" for i in range(1, 5) for io in "io"}
+
+
+def test_int8_conv_selections_on_a_hand_built_graph(tmp_path):
+    """spatial: group-1 kxk convs with an unshared input; dense: plus 1x1 convs >= 64 channels wide;
+    never depthwise, never a conv whose input another node also reads."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mamakit.export.graph import DENSE_MIN_CHANNELS, spatial_convs
+
+    rng = np.random.default_rng(0)
+
+    def conv(name, x, y, cout, cin, k, group=1):
+        w = numpy_helper.from_array(rng.standard_normal((cout, cin // group, k, k)).astype(np.float32), name + "_w")
+        return helper.make_node("Conv", [x, w.name], [y], name=name, group=group, pads=[k // 2] * 4), w
+
+    nodes, inits = [], []
+    for args in (("wide_1x1", "x", "a", 64, 8, 1), ("kxk", "a", "b", 64, 64, 3), ("dw", "b", "c", 64, 64, 3, 64),
+                 ("wide_1x1_b", "c", "d", 96, 64, 1), ("thin_1x1", "d", "e", 8, 96, 1),
+                 ("shared_kxk", "e", "f", 8, 8, 3)):
+        n, w = conv(*args)
+        nodes.append(n)
+        inits.append(w)
+    nodes.append(helper.make_node("Add", ["e", "f"], ["y"], name="add"))  # "e" is read twice
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], inits)
+    model = helper.make_model(graph)
+    assert DENSE_MIN_CHANNELS == 64
+    assert spatial_convs(model) == ["kxk"]
+    # wide_1x1 reads the graph input x: 8 input channels -> too thin; wide_1x1_b: 64 -> 96
+    assert spatial_convs(model, DENSE_MIN_CHANNELS) == ["kxk", "wide_1x1_b"]

@@ -14,7 +14,7 @@ from conftest import assert_one_line_error, run_cli
 pl = pytest.importorskip("pytorch_lightning")
 
 from mamakit.errors import ConfigError, WorkError  # noqa: E402
-from mamakit.student.data import StudentData  # noqa: E402
+from mamakit.student.data import AugmentConfig, StudentData  # noqa: E402
 from mamakit.student.distill import StudentDistillation, run_distill  # noqa: E402
 
 TINY_STUDENT = {"decoder_channels": [16, 12, 8, 8, 8]}
@@ -62,6 +62,29 @@ def test_student_training_lowers_loss(tmp_path):
     assert system.global_step == 20
     after = _batch_loss(system, batch)
     assert after < 0.7 * before, (before, after)
+
+
+def test_student_masks_degraded_at_reference_height():
+    """degrade_ref_height: masks are made on the whole source frame with 720p-sized blocks, then
+    cropped with the frames; without it a 32x block is 32 pixels of the (small) training crop."""
+    from mamakit.student.data import ClipWindows, SynthSource
+
+    def iou_of(ref):
+        ds = ClipWindows(SynthSource(3, 3, (256, 144), 11), 3, 6, AugmentConfig(crop_size=(128, 72), scale_range=(1.0, 1.0),
+                         drift_px=0.0, p_flip=0.0, color_jitter=0.0, p_stored_masks=0.0),
+                         {"p_polygon": 0.0, "p_two_ops": 0.0, "downsample_factors": [32], "p_box": 0.0,
+                          "p_temporal": 0.0}, None, seed=0, degrade_ref_height=ref)
+        out = []
+        for i in range(len(ds)):
+            s = ds[i]
+            m, gt = s["mask"] > 0.5, s["target"] > 0.5
+            assert set(torch.unique(s["mask"]).tolist()) <= {0.0, 1.0}
+            out.append(float((m & gt).sum() / (m | gt).sum().clamp(min=1)))
+        return float(np.mean(out))
+
+    at_crop, at_720 = iou_of(None), iou_of(720)
+    # 32x on a 72-px crop leaves ~2 blocks across the frame; at 720p scale a block is ~6 source pixels
+    assert at_720 > 0.8 and at_720 > at_crop + 0.1, (at_crop, at_720)
 
 
 def _recipe(tmp_path: Path, steps: int, data: dict | None = None, model: dict | None = None) -> Path:
