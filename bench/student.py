@@ -15,6 +15,10 @@ Methods, each on the same clips at the same size:
   * ``student``     the student streamed frame by frame with a mask on every frame;
   * ``student-ff``  the student with only the first frame's mask (its own alpha guides the rest).
 
+At clip sizes other than 1280x720 (``--quick``: 640x360) the student's downsample ratio is scaled
+so its trunk is the one it has at 1280x720 — as deployed, where the runtime processes every frame
+at the bundle's 1280x720 (``--native-ratio`` keeps the checkpoint's ratio).
+
 Metrics (``mamakit.metrics``): MAD x1e3 and Grad /1e3 (mean over frames), dtSSD x1e2 (per clip).
 Speed: per-frame wall time at 1280x720 of the teacher and of the student (PyTorch, eval, no
 grad, the process's torch threads), on the same machine in the same run. Targets (issue 4):
@@ -147,6 +151,9 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", type=int, help="number of clips (default 6, quick 2)")
     ap.add_argument("--frames", type=int, help="frames per clip (default 6, quick 3)")
     ap.add_argument("--size", default=None, help="WxH of the quality clips (default 1280x720, quick 640x360)")
+    ap.add_argument("--native-ratio", action="store_true",
+                    help="keep the checkpoint's downsample ratio at clip sizes other than 1280x720 (default: scale it "
+                         "so the trunk matches the one at 1280x720, as the runtime does by processing at that size)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the student (default 1: fastest on a busy 2-core box)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -163,11 +170,21 @@ def main(argv=None) -> int:
     n_frames = args.frames or (3 if args.quick else 6)
     W, H = map(int, (args.size or ("640x360" if args.quick else "1280x720")).lower().split("x"))
     if args.checkpoint:
-        model = load_student(args.checkpoint)
+        model = model_720 = load_student(args.checkpoint)
         which = str(args.checkpoint)
+        if (W, H) != (1280, 720) and not args.native_ratio:
+            # as deployed: the runtime feeds every frame at the bundle's processing size (1280x720),
+            # so the trunk is ratio x 720 pixels tall whatever the clip size — keep that trunk here
+            import dataclasses
+
+            r = min(1.0, model.config.downsample_ratio * 720.0 / H)
+            scaled = StudentNet(dataclasses.replace(model.config, downsample_ratio=r))
+            scaled.load_state_dict(model.state_dict())
+            model = scaled.eval()
+            which += f" (ratio {r:g} at {W}x{H}: the trunk it has at 1280x720)"
     else:
         torch.manual_seed(0)
-        model = StudentNet(StudentConfig.preset("small")).eval()
+        model = model_720 = StudentNet(StudentConfig.preset("small")).eval()
         which = "random-weight small (no --checkpoint)"
     teacher = build_teacher("closed-form")
 
@@ -203,11 +220,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(threads)
     src = torch.from_numpy(speed_clip["frames"][0]).permute(2, 0, 1)[None].float() / 255.0
     guide = torch.from_numpy(speed_clip["masks"][0])[None, None]
-    state = model.initial_state(1, sh, sw)
+    state = model_720.initial_state(1, sh, sw)
 
     def step():
         with torch.no_grad():
-            model(src, guide, *state)
+            model_720(src, guide, *state)
 
     t_student = time_per_frame(step, 3 if args.quick else 10)
     t_bundle = None
@@ -232,8 +249,8 @@ def main(argv=None) -> int:
                            "bundle": str(bundle) if t_bundle else None,
                            "bundle_s_per_frame_ort_1thread": t_bundle,
                            "bundle_speedup": t_teacher / t_bundle if t_bundle else None},
-        "student": {"params": count_parameters(model), "gflops_1280x720": count_flops(model, 720, 1280) / 1e9,
-                    "flops_note": "FLOPs = 2 x MACs (torch FlopCounterMode)", "config": model.config.to_dict()},
+        "student": {"params": count_parameters(model_720), "gflops_1280x720": count_flops(model_720, 720, 1280) / 1e9,
+                    "flops_note": "FLOPs = 2 x MACs (torch FlopCounterMode)", "config": model_720.config.to_dict()},
     }
     q = quality
     ratios = {
