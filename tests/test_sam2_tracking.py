@@ -87,3 +87,21 @@ def test_sam2_tiny_object_leaves_and_returns(sam2_tiny):
         assert alpha[i].max() < 0.05, f"frame {i}: alpha not empty ({alpha[i].max():.2f})"
     ious = [iou(alpha[i], a[i]) for i in back]
     assert np.mean(ious) >= 0.5, f"tracking did not resume: IoU {ious}"
+
+
+def test_sam2_locality_prior_touches_only_the_rope_pairs():
+    """add_locality_prior: sqrt(strength) on the 3 highest-frequency RoPE pairs per axis (first
+    element of each pair), every head, in both q and k biases of every memory cross-attention."""
+    from mamakit.student.sam2matte import load_sam2_matte
+
+    m = load_sam2_matte(FIXTURE)
+    layers = [layer.cross_attn_image for layer in m.sam.memory_attention.layers]
+    before = [(a.q_proj.bias.detach().clone(), a.k_proj.bias.detach().clone()) for a in layers]
+    m.add_locality_prior(9.0, pairs=3)
+    for a, (q0, k0) in zip(layers, before):
+        d = a.internal_dim // a.num_heads
+        want = torch.zeros(d)
+        want[[0, 2, 4, d // 2, d // 2 + 2, d // 2 + 4]] = 3.0
+        want = want.repeat(a.num_heads)
+        torch.testing.assert_close(a.q_proj.bias.detach() - q0, want)
+        torch.testing.assert_close(a.k_proj.bias.detach() - k0, want)

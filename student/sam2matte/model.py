@@ -48,6 +48,21 @@ class Refiner(nn.Module):
         return torch.sigmoid(logits + delta)
 
 
+@torch.no_grad()
+def add_locality_bias(attn: nn.Module, strength: float, pairs: int = 3) -> None:
+    """Add one common vector (r^2 = ``strength`` on the ``pairs`` highest-frequency axial-RoPE pairs
+    of each axis, every head) to ``attn``'s query and key biases: after RoPE it adds a "same place"
+    peak to q.k (see :meth:`Sam2Matte.add_locality_prior`)."""
+    d = attn.internal_dim // attn.num_heads
+    vec = torch.zeros(d)
+    for axis in range(2):  # axial RoPE: pairs [0, d/4) rotate with x, [d/4, d/2) with y
+        for k in range(pairs):
+            vec[2 * (axis * d // 4 + k)] = float(strength) ** 0.5
+    vec = vec.repeat(attn.num_heads)
+    attn.q_proj.bias.add_(vec.to(attn.q_proj.bias))
+    attn.k_proj.bias.add_(vec.to(attn.k_proj.bias))
+
+
 class Sam2Matte(nn.Module):
     """SAM2 video model + matting head. Builds random weights; loaders live in :mod:`.io`."""
 
@@ -147,15 +162,7 @@ class Sam2Matte(nn.Module):
         weights the attention does not find in a short CPU budget (its weights are only changed,
         not the architecture: export and runtime are unaffected)."""
         for layer in self.sam.memory_attention.layers:
-            attn = layer.cross_attn_image
-            d = attn.internal_dim // attn.num_heads
-            vec = torch.zeros(d)
-            for axis in range(2):  # axial RoPE: pairs [0, d/4) rotate with x, [d/4, d/2) with y
-                for k in range(pairs):
-                    vec[2 * (axis * d // 4 + k)] = float(strength) ** 0.5
-            vec = vec.repeat(attn.num_heads)
-            attn.q_proj.bias.add_(vec.to(attn.q_proj.bias))
-            attn.k_proj.bias.add_(vec.to(attn.k_proj.bias))
+            add_locality_bias(layer.cross_attn_image, strength, pairs)
 
     @torch.no_grad()
     def amplify_memory_read(self, gain: float = 1.0, mask_gain: float = 1.0) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from . import adapter
 from .data import synthetic_clip, to_tensors
+from .model import add_locality_bias
 
 
 @torch.no_grad()
@@ -58,12 +59,7 @@ def wire(m, beta=1.0, locality=16.0, seeds=range(500, 516), size=128):
     ca.out_proj.weight.add_(W)
     ca.out_proj.bias.add_(-(W @ vmid))
     if locality > 0:
-        dd = ca.internal_dim // ca.num_heads
-        vec = torch.zeros(dd)
-        for axis in range(2):
-            for k in range(3):
-                vec[2 * (axis * dd // 4 + k)] = locality ** 0.5
-        ca.q_proj.bias.add_(vec); ca.k_proj.bias.add_(vec)
+        add_locality_bias(ca, locality)
     return float(d.norm()), float(u.norm())
 
 if __name__ == "__main__":  # python -m mamakit.student.sam2matte.probe IN OUT BETA LOCALITY
