@@ -381,6 +381,8 @@ def synth_dataset(out: str | os.PathLike, clips: int, frames: int, size: tuple[i
     if w < 16 or h < 16:
         raise ConfigError(f"synthetic clips need a size of at least 16x16, got {w}x{h}")
     _photo_bank()  # fail on a missing extra before creating anything
+    base = SynthConfig().to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if v != base[k] and k != "fps"}
     ids = []
     with DatasetWriter(out) as dw:
         for i in range(clips):
@@ -392,6 +394,8 @@ def synth_dataset(out: str | os.PathLike, clips: int, frames: int, size: tuple[i
                 continue
             clip = make_clip(clip_rng(seed, i), frames, (w, h), cfg=cfg, degrade_cfg=degrade_cfg)
             extra = {"synth": {"seed": int(seed), "index": i, **clip.info}}
+            if changed:
+                extra["synth"]["config"] = changed
             dw.write_clip(cid, clip.frames, clip.alpha, clip.masks, clip.fgr, source="synth", fps=cfg.fps,
                           alpha_origin="gt", frame_format=frame_format, extra=extra)
             if progress:

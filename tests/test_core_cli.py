@@ -116,6 +116,11 @@ def test_core_cli_bad_inputs_synth(tmp_path):
         (["--out", tmp_path / "o", "--size", "8x8"], "out of range"),
         (["--out", tmp_path / "o", "--clips", "0"], "--clips"),
         (["--out", tmp_path / "o", "--frames", "-3"], "--frames"),
+        (["--out", tmp_path / "o", "--set", "p_glass=0.1"], "KEY=VALUE"),
+        (["--out", tmp_path / "o", "--set", "p_transparent"], "KEY=VALUE"),
+        (["--out", tmp_path / "o", "--set", "p_transparent=lots"], "p_transparent"),
+        (["--out", tmp_path / "o", "--set", "transparency=0.2"], "2 comma-separated"),
+        (["--out", tmp_path / "o", "--set", "p_hair=2"], "p_hair"),
     ]
     ds = tmp_path / "evil"
     ds.mkdir()
@@ -137,6 +142,15 @@ def test_core_cli_synth_then_eval(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "wrote 2 clips" in proc.stdout and "Traceback" not in proc.stderr
     from mamakit.dataset import Dataset
+    # generator knobs: recorded per clip, and they change the content (no transparency, no hair, no holes)
+    knobbed = tmp_path / "knobbed"
+    proc = run_cli("synth", "--out", knobbed, "--clips", "2", "--frames", "3", "--size", "48x32", "--seed", "4",
+                   "--set", "p_transparent=0", "--set", "transparency=0.3,0.9", "--set", "n_strands=2,4")
+    assert proc.returncode == 0, proc.stderr
+    metas = [json.loads((c.root / "meta.json").read_text()) for c in Dataset(knobbed)]
+    assert all(m["synth"]["config"] == {"p_transparent": 0.0, "transparency": [0.3, 0.9], "n_strands": [2, 4]}
+               for m in metas), metas[0]
+    assert all("config" not in json.loads((c.root / "meta.json").read_text())["synth"] for c in Dataset(out))
     ds = Dataset(out)
     assert len(ds) == 2 and ds[0].size == (48, 32) and len(ds[0]) == 3
     pred = tmp_path / "pred"

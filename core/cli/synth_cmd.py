@@ -25,6 +25,35 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def parse_knobs(items) -> "SynthConfig":
+    """``["p_transparent=0.15", "transparency=0.3,0.8"]`` -> a :class:`SynthConfig` with those fields."""
+    from dataclasses import fields
+
+    from mamakit.errors import ConfigError
+    from mamakit.synth import SynthConfig
+
+    known = {f.name: f for f in fields(SynthConfig) if f.name != "fps"}
+    default = SynthConfig()
+    values = {}
+    for item in items or []:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in known:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+        cur = getattr(default, key)
+        try:
+            if isinstance(cur, tuple):
+                parts = [int(x) if isinstance(cur[0], int) else float(x) for x in text.split(",")]
+                if len(parts) != len(cur):
+                    raise ValueError(f"needs {len(cur)} comma-separated numbers")
+                values[key] = tuple(parts)
+            else:
+                values[key] = int(text) if isinstance(cur, int) else float(text)
+        except ValueError as exc:
+            raise ConfigError(f"--set {item!r}: {exc}") from None
+    return SynthConfig(**values)
+
+
 def add_parser(sub):
     p = sub.add_parser("synth", help="write synthetic matting clips with exact ground truth (a dataset)",
                        description="Generate reproducible composites (procedural alpha, real photo textures, "
@@ -36,6 +65,9 @@ def add_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--jpg", action="store_true", help="store frames and fgr as JPEG instead of PNG")
     p.add_argument("--fps", type=float, default=25.0, help="frame rate recorded in meta.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="knobs",
+                   help="a generator knob (mamakit.synth.SynthConfig field), e.g. --set p_transparent=0.15 "
+                        "--set transparency=0.3,0.8; repeatable; recorded in every clip's meta.json")
     p.set_defaults(func=run)
 
 
@@ -59,7 +91,7 @@ def run(args) -> int:
         raise ConfigError(f"--out {out} is a file, not a folder: choose a folder for the dataset")
     DatasetWriter(out)  # validates the target (and an existing manifest) without writing anything
     _photo_bank()  # a missing scikit-image is reported before any work
-    cfg = replace(SynthConfig(), fps=float(args.fps))
+    cfg = replace(parse_knobs(args.knobs), fps=float(args.fps))
     from tqdm import tqdm
 
     with tqdm(total=args.clips, desc="synth", unit="clip", file=sys.stderr,
