@@ -183,7 +183,16 @@ INT8_SCHEMES = {
 #: DENSE_MIN_CHANNELS input and output channels (an unshared input too) — the MobileNet expansion /
 #: projection convs of the wider encoders, where int8 GEMMs (VNNI) beat fp32; depthwise convs and
 #: thin 1x1 convs stay fp32.
-INT8_CONV_SELECTIONS = ("spatial", "dense", "all")
+#: ``trunk``: not only convolutions — every op type ONNX Runtime's QDQ quantiser handles (Conv, Add,
+#: Mul, Concat, Resize, pools, activations …) in the low-resolution trunk (encoder, decoder, ConvGRU),
+#: so activations stay int8 from one op to the next instead of paying a QuantizeLinear /
+#: DequantizeLinear pair around every conv; the guided-filter refiner (nodes named ``/refiner/``:
+#: its box-filtered covariances cancel catastrophically in 8 bits, and its full-resolution ops are
+#: bandwidth-bound) stays fp32. Pays off with the ``cpu`` scheme (u8s8: ONNX Runtime's fast VNNI
+#: kernels); with symmetric int8 activations (``trt``) ONNX Runtime CPU is slower than fp32.
+INT8_CONV_SELECTIONS = ("spatial", "dense", "all", "trunk")
+#: node-name marker of the full-resolution refiner, kept fp32 by the ``trunk`` selection
+REFINER_MARKER = "/refiner/"
 DENSE_MIN_CHANNELS = 64
 
 
@@ -295,11 +304,17 @@ def quantize_int8(
     onnx.save(model, str(pre))
     excluded = set(exclude_nodes)
     all_convs = [n.name for n in model.graph.node if n.op_type == "Conv"]
-    chosen = {"spatial": lambda: spatial_convs(model),
-              "dense": lambda: spatial_convs(model, DENSE_MIN_CHANNELS),
-              "all": lambda: all_convs}[convs]()
+    op_types: list[str] | None = ["Conv"]
+    if convs == "trunk":
+        op_types = None  # every op type the quantiser knows
+        excluded |= {n.name for n in model.graph.node if REFINER_MARKER in n.name}
+        chosen = [n.name for n in model.graph.node if n.name not in excluded]
+    else:
+        chosen = {"spatial": lambda: spatial_convs(model),
+                  "dense": lambda: spatial_convs(model, DENSE_MIN_CHANNELS),
+                  "all": lambda: all_convs}[convs]()
     chosen = [n for n in chosen if n not in excluded]
-    if not chosen:
+    if not any(n in set(chosen) for n in all_convs):
         pre.unlink(missing_ok=True)
         raise ConfigError(f"int8 ({convs} convs): the graph has no convolution to quantise")
     reader = _Reader(feeds())
@@ -318,7 +333,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 calibrate_method=methods[method],
-                op_types_to_quantize=["Conv"],
+                op_types_to_quantize=op_types,
                 nodes_to_quantize=chosen,
                 extra_options=dict(sch["extra"]),
             )
@@ -326,7 +341,9 @@ def quantize_int8(
         qlog.setLevel(level)
         pre.unlink(missing_ok=True)
     return {"method": "static QDQ", "scheme": scheme, "calibration": method, "per_channel": per_channel,
-            "op_types": ["Conv"], "convs": convs, "quantised_convs": len(chosen), "total_convs": len(all_convs),
+            "op_types": op_types or "all supported (trunk)", "convs": convs,
+            "quantised_convs": len(set(chosen) & set(all_convs)), "total_convs": len(all_convs),
+            "fp32_nodes": len(excluded),
             "activations": "int8 symmetric" if scheme == "trt" else "uint8 asymmetric",
             "weights": "int8 symmetric per-channel" if per_channel else "int8 symmetric per-tensor",
             "bias": "float" if scheme == "trt" else "int32",

@@ -153,6 +153,46 @@ def test_int8_quantises_only_the_spatial_convs(bundles):
     assert sum(n.op_type == "QLinearConv" for n in optimized.graph.node) == len(spatial)
 
 
+def test_int8_cpu_scheme_quantises_the_whole_trunk_not_the_refiner(work, student_dir, calib):
+    """--int8-scheme cpu (default selection: trunk): besides convs, the trunk's element-wise, concat,
+    resize and pooling ops are int8 (ONNX Runtime fuses them into QLinear* kernels), while every
+    /refiner/ node stays fp32; alpha MAD vs GT within 10 % of fp32."""
+    import onnx
+    import onnxruntime as ort
+
+    from mamakit.export.graph import REFINER_MARKER
+    from mamakit.export.student import StudentExportOptions, export_student
+
+    b = export_student(student_dir, work / "b-int8-cpu", StudentExportOptions(
+        size=SIZE, precision="int8", int8_scheme="cpu", calib=str(calib), parity_frames=FRAMES))
+    m = _manifest(b)
+    conv = m["export"]["conversion"]
+    assert conv["scheme"] == "cpu" and conv["convs"] == "trunk" and conv["fp32_nodes"] > 0
+    assert conv["quantised_convs"] > 0
+    assert m["parity"]["mad_vs_gt_onnx"] <= 1.1 * m["parity"]["mad_vs_gt_pytorch"]
+    g = onnx.load(str(b / "main.onnx"))
+    producers = {o: n for n in g.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in g.graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
+    refiner = [n for n in g.graph.node if REFINER_MARKER in n.name]
+    assert refiner, "the graph's refiner nodes are not named /refiner/...: the trunk selection would miss them"
+    for n in refiner:  # fp32: no int8 weights, nothing of it re-quantised
+        assert not any(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear"
+                       and REFINER_MARKER in producers[t].input[0] for t in n.input), n.name
+        assert not any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, [])), n.name
+    quantised_ops = {n.op_type for n in g.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                     and any(producers.get(t) is not None and producers[t].op_type == "DequantizeLinear"
+                             for t in n.input) and REFINER_MARKER not in n.name}
+    assert "Conv" in quantised_ops and quantised_ops & {"Add", "Mul", "Concat", "Resize", "AveragePool"}, quantised_ops
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(work / "int8-cpu-optimized.onnx")
+    ort.InferenceSession(str(b / "main.onnx"), so, providers=["CPUExecutionProvider"])
+    fused = {n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node}
+    assert "QLinearConv" in fused and fused & {"QLinearAdd", "QLinearMul", "QLinearConcat"}, fused
+
+
 def test_export_sample_is_not_trivial(bundles):
     """The reference sample must be able to fail: alpha varies, state is non-zero after frame 0."""
     from mamakit.export.check import load_sample
