@@ -224,3 +224,28 @@ def test_student_distill_cli_bad_inputs(tmp_path):
     assert_one_line_error(proc, 2, contains="no clips")
     proc = run_cli("distill", "--config", tmp_path / "missing.yaml")
     assert_one_line_error(proc, 2, contains="does not exist")
+
+
+def test_distill_init_from_a_student_folder_starts_from_its_weights(tmp_path):
+    """model.init_from (the cpu-default-ft stage 2): the module starts from the given weights;
+    a missing folder or weights of another configuration are one-line config errors."""
+    import torch
+
+    from mamakit.errors import ConfigError
+    from mamakit.student.distill import StudentDistillation
+    from mamakit.student.models import StudentConfig, StudentNet
+
+    torch.manual_seed(3)
+    src = StudentNet(StudentConfig.preset("small"))
+    src.save_pretrained(tmp_path / "stage1")
+    m = StudentDistillation(size="small", train_downsample_ratio=0.5, init_from=str(tmp_path / "stage1"))
+    theirs = src.state_dict()
+    for k, v in m.student.state_dict().items():
+        assert torch.equal(v, theirs[k]), k
+    assert m.student.config.downsample_ratio == 0.5  # the training ratio, weights from stage 1
+    fresh = StudentDistillation(size="small")
+    assert not all(torch.equal(v, theirs[k]) for k, v in fresh.student.state_dict().items())
+    with pytest.raises(ConfigError, match="does not exist"):
+        StudentDistillation(size="small", init_from=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="does not match"):
+        StudentDistillation(size="large", init_from=str(tmp_path / "stage1"))
