@@ -227,7 +227,7 @@ def test_student_distill_cli_bad_inputs(tmp_path):
 
 
 def test_distill_init_from_a_student_folder_starts_from_its_weights(tmp_path):
-    """model.init_from (the cpu-default-ft stage 2): the module starts from the given weights;
+    """model.init_from (fine-tuning a trained student): the module starts from the given weights;
     a missing folder or weights of another configuration are one-line config errors."""
     import torch
 

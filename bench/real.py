@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Real-footage agreement: the student on real videos of people, where no GT alpha exists.
+
+    python bench/real.py STUDENT [STUDENT ...] [--ratios 0.125,0.2,0.4] [--frames 8] [--json out.json]
+
+STUDENT: a checkpoint from ``mamakit distill`` or a student folder. ``../shared/data`` holds real
+footage with segmentation masks but no alpha (its README: "measure people and video by agreement
+with masks, temporal stability (flicker) and speed"); this bench does that, so choices such as the
+deployment downsample ratio can be validated on real footage without touching the held-out
+alphamatting images:
+
+* ``videomama_example`` — 24 real frames with a SAM2 mask per frame (the mask guides every frame);
+* ``matanyone0_p1``, ``matanyone1``, ``matanyone2`` — real clips of people with a first-frame mask
+  only (the mask guides frame 0, the student's own alpha the rest, as the runtime does).
+
+Every frame is resized to 1280x720 (the shipped bundle's processing size). Each source runs twice:
+with the masks as given and with the masks through ``mamakit.degrade.degrade_masks`` (fixed seed),
+as coarse as the student bench's. Metrics (people are opaque; the masks are good but not exact):
+
+* ``hole %``  — share of the mask eroded by 15 px where alpha < 0.9 (the student punching holes
+  into an opaque person; per frame where a mask exists, else frame 0);
+* ``spill %`` — share of the area outside the mask dilated by 15 px where alpha > 0.1;
+* ``flicker`` — mean |alpha_t - alpha_{t-1}| x1e3 over the whole frame (people move, so this is not
+  zero for a perfect matte; compare students on the same clips).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SIZE = (1280, 720)
+
+
+def _read(path: Path, gray: bool = False) -> np.ndarray:
+    import cv2
+
+    im = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+    if im is None:
+        raise SystemExit(f"cannot read {path}: the bench needs ../shared/data")
+    im = cv2.resize(im, SIZE, interpolation=cv2.INTER_LINEAR if gray else cv2.INTER_AREA)
+    return im if gray else np.ascontiguousarray(im[..., ::-1])
+
+
+def sources(frames: int) -> list[dict]:
+    """The real clips: name, frames [T,H,W,3] uint8 RGB, masks [T,H,W] float 0..1, per-frame masks?"""
+    import cv2
+
+    out = []
+    ex = DATA / "videomama_example"
+    fr = sorted((ex / "image" / "0000").glob("*.png"))[:frames]
+    ms = sorted((ex / "mask" / "0000").glob("*.png"))[:frames]
+    out.append({"name": "videomama_example", "frames": np.stack([_read(p) for p in fr]),
+                "masks": np.stack([_read(p, True) for p in ms]).astype(np.float32) / 255, "per_frame": True})
+    fr = sorted((DATA / "matanyone_sample0" / "frames").glob("*.jpg"))[:frames]
+    m0 = _read(DATA / "matanyone_sample0" / "masks" / "0000_person1.png", True).astype(np.float32) / 255
+    out.append({"name": "matanyone0_p1", "frames": np.stack([_read(p) for p in fr]),
+                "masks": np.repeat(m0[None], len(fr), 0), "per_frame": False})
+    for k in (1, 2):
+        cap = cv2.VideoCapture(str(DATA / "videos" / f"matanyone_sample{k}.mp4"))
+        clip = []
+        while len(clip) < frames:
+            ok, f = cap.read()
+            if not ok:
+                break
+            clip.append(np.ascontiguousarray(cv2.resize(f, SIZE, interpolation=cv2.INTER_AREA)[..., ::-1]))
+        cap.release()
+        m0 = _read(DATA / "videos" / f"matanyone_sample{k}_first_mask.png", True).astype(np.float32) / 255
+        out.append({"name": f"matanyone{k}", "frames": np.stack(clip), "masks": np.repeat(m0[None], len(clip), 0),
+                    "per_frame": False})
+    return out
+
+
+def agreement(pha: np.ndarray, masks: np.ndarray, per_frame: bool) -> dict[str, float]:
+    import cv2
+
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (31, 31))
+    hole, spill = [], []
+    for t in (range(len(pha)) if per_frame else [0]):
+        m = (masks[t] > 0.5).astype(np.uint8)
+        inner = cv2.erode(m, k).astype(bool)
+        outer = ~cv2.dilate(m, k).astype(bool)
+        hole.append(float((pha[t][inner] < 0.9).mean() * 100) if inner.any() else 0.0)
+        spill.append(float((pha[t][outer] > 0.1).mean() * 100) if outer.any() else 0.0)
+    flicker = [float(np.abs(pha[t] - pha[t - 1]).mean() * 1e3) for t in range(1, len(pha))]
+    return {"hole_pct": float(np.mean(hole)), "spill_pct": float(np.mean(spill)),
+            "flicker": float(np.mean(flicker)) if flicker else 0.0}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("students", nargs="+", help="checkpoints or student folders")
+    ap.add_argument("--ratios", default="", help="comma-separated downsample ratios (default: each student's own)")
+    ap.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--json", default=str(ROOT / "bench" / "raw" / "real.json"))
+    args = ap.parse_args(argv)
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from student import run_student  # the student bench's streaming loop (mask or own-alpha guide)
+
+    from mamakit.degrade import degrade_masks
+    from mamakit.student import load_student
+    from mamakit.student.models import StudentNet
+
+    torch.set_num_threads(args.threads)
+    if not DATA.is_dir():
+        raise SystemExit(f"{DATA} is missing: this bench needs ../shared/data beside the project")
+    clips = sources(args.frames)
+    rows = []
+    print(f"| student | ratio | guide | hole % | spill % | flicker ×1e3 |\n|---|---:|---|---:|---:|---:|")
+    for path in args.students:
+        base = load_student(path).eval()
+        ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else [base.config.downsample_ratio]
+        for r in ratios:
+            model = StudentNet(dataclasses.replace(base.config, downsample_ratio=r))
+            model.load_state_dict(base.state_dict())
+            model.eval()
+            for guide in ("mask", "degraded"):
+                per_clip = {}
+                for i, c in enumerate(clips):
+                    g = c["masks"] if guide == "mask" else degrade_masks(
+                        c["masks"], np.random.default_rng([7, i])).astype(np.float32)
+                    pha = run_student(model, c["frames"], g, first_frame_only=not c["per_frame"])
+                    per_clip[c["name"]] = agreement(pha, c["masks"], c["per_frame"])
+                mean = {k: float(np.mean([v[k] for v in per_clip.values()])) for k in ("hole_pct", "spill_pct", "flicker")}
+                rows.append({"student": str(path), "ratio": r, "guide": guide, **mean, "per_clip": per_clip})
+                print(f"| {Path(path).name} | {r:g} | {guide} | {mean['hole_pct']:.2f} | {mean['spill_pct']:.2f} | "
+                      f"{mean['flicker']:.2f} |", flush=True)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"size": list(SIZE), "frames": args.frames, "rows": rows}, indent=1))
+    tmp.replace(out)
+    print(f"(JSON: {out})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
