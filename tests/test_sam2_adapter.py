@@ -108,3 +108,73 @@ def test_sam2_adapter_mask_prompt_matches_sam2_track_step():
     assert float(ours["obj_score"][0, 0]) == 10.0
     err = (ref[:, 0] - ours["logits"][0]).abs().amax(dim=(1, 2))
     assert float(err.max()) < 2e-3, f"per-frame max |Δlogit| {err.tolist()}"
+
+
+def test_sam2_feat_norm_gives_unit_scale_features_and_exports(tmp_path):
+    """feat_norm: the top-level features are layer-normalised per position (no weights), the same
+    weights without it give the raw features, old configs load without it, and the encoder graph
+    with the norm exports to ONNX with parity."""
+    import dataclasses
+
+    import numpy as np
+
+    from mamakit.student.sam2matte.config import Sam2MatteConfig, tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(tiny_config(128), feat_norm=True)
+    assert Sam2MatteConfig.from_dict(cfg.to_dict()).feat_norm
+    old = {k: v for k, v in tiny_config(128).to_dict().items() if k != "feat_norm"}
+    assert Sam2MatteConfig.from_dict(old).feat_norm is False
+    normed = Sam2Matte(cfg).eval()
+    raw = Sam2Matte(tiny_config(128)).eval()
+    raw.load_weights(normed.state_dict())
+    image = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        f, h0, h1 = normed.encode(image)
+        g, g0, g1 = raw.encode(image)
+    torch.testing.assert_close(f.mean(1), torch.zeros_like(f.mean(1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(f.var(1, unbiased=False), torch.ones_like(f.mean(1)), atol=1e-3, rtol=0)
+    assert (g.var(1) - 1).abs().max() > 1e-2  # the raw features are not unit-scale: the norm does something
+    torch.testing.assert_close(f, torch.nn.functional.layer_norm(g.permute(0, 2, 3, 1), (g.shape[1],)).permute(0, 3, 1, 2))
+    torch.testing.assert_close(h0, g0)
+
+    ort = pytest.importorskip("onnxruntime")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return self.m.encode(x)
+
+    path = tmp_path / "encoder.onnx"
+    torch.onnx.export(Encoder(normed), (image,), str(path), opset_version=17, dynamo=False,
+                      input_names=["image"], output_names=["feat", "high0", "high1"])
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["feat"], {"image": image.numpy()})[0]
+    assert np.abs(got - f.numpy()).max() < 1e-4
+
+
+def test_sam2_drop_highres_zeroes_only_the_flagged_clips_skips():
+    """Training option drop_highres: the flagged clip's masks come without the decoder's high-res
+    skip features (same as zeroing them), the other clip's output is unchanged."""
+    from mamakit.student.sam2matte.config import tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+
+    torch.manual_seed(0)
+    m = Sam2Matte(tiny_config(128)).eval()
+    with torch.no_grad():  # "object present" everywhere, so the gate does not empty the logits
+        [lin for lin in m.sam.sam_mask_decoder.pred_obj_score_head.modules()
+         if isinstance(lin, torch.nn.Linear)][-1].bias.add_(100.0)
+    frames = torch.rand(2, 3, 3, 128, 128)
+    mask = (torch.rand(2, 1, 128, 128) > 0.5).float()
+    with torch.no_grad():
+        ref = m.track_clip(frames, None, None, mask)["logits"]
+        got = m.track_clip(frames, None, None, mask, drop_highres=torch.tensor([True, False]))["logits"]
+        enc = m.encode
+        m.encode = lambda x: (lambda f, h0, h1: (f, h0 * 0, h1 * 0))(*enc(x))
+        zero = m.track_clip(frames, None, None, mask)["logits"]
+    torch.testing.assert_close(got[1], ref[1])
+    torch.testing.assert_close(got[0], zero[0])
+    assert (got[0, 1:] - ref[0, 1:]).abs().max() > 1e-3  # tracked frames: the skips matter at random init

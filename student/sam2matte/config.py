@@ -40,6 +40,10 @@ class Sam2MatteConfig:
     #: memory bank sizes the runtime keeps (SAM2 defaults: 7 memories incl. the prompted one, 16 pointers)
     max_memories: int = 7
     max_obj_ptrs: int = 16
+    #: normalise the top-level image features per position (LayerNorm over channels, no weights)
+    #: before the heads and the memory: keeps them at unit scale, so the memory read is not drowned
+    #: by features that grow during training (|x| 0.5 -> 14-17 in sessions 1-4, docs/sam2-matte.md)
+    feat_norm: bool = False
 
     def __post_init__(self):
         if self.image_size % 64 != 0 or self.image_size < 128:

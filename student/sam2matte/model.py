@@ -82,7 +82,10 @@ class Sam2Matte(nn.Module):
 
     # -- the four streaming steps ---------------------------------------------------------------
     def encode(self, image: torch.Tensor):
-        return adapter.encode_image(self.sam, image)
+        feat, high0, high1 = adapter.encode_image(self.sam, image)
+        if self.config.feat_norm:  # per position, over channels, no weights (ONNX LayerNormalization)
+            feat = F.layer_norm(feat.permute(0, 2, 3, 1), (self.dims["hidden_dim"],)).permute(0, 3, 1, 2)
+        return feat, high0, high1
 
     def _finish(self, image, low, high, obj_ptr, obj_score):
         alpha = self.refiner(image, high) if self.refiner is not None else torch.sigmoid(high)
@@ -116,12 +119,15 @@ class Sam2Matte(nn.Module):
                           fs, device=device, dtype=dtype)
 
     def track_clip(self, frames: torch.Tensor, points=None, labels=None, mask_inputs=None, encoder_grad: bool = True,
-                   teacher_masks: torch.Tensor | None = None, teacher: torch.Tensor | None = None):
+                   teacher_masks: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
+                   drop_highres: torch.Tensor | None = None):
         """frames [B,T,3,S,S] 0..1, prompt on frame 0 -> dict of [B,T,...] alphas, logits, scores.
 
         Training only: ``teacher_masks`` [B,T,S,S] (0..1) and ``teacher`` [B,T] bool make the memory
         of the flagged tracked frames hold the true mask (logits +-10, score +-10, as SAM2's mask
-        prompt) instead of the prediction, so that reading the memory pays off from the start."""
+        prompt) instead of the prediction, so that reading the memory pays off from the start.
+        ``drop_highres`` [B] bool zeroes the decoder's high-res skip features (``high0``, ``high1``) of
+        the flagged clips, so their masks must come through the memory-conditioned 1/16 features."""
         b, t = frames.shape[:2]
         flat = frames.flatten(0, 1)
         if encoder_grad:
@@ -130,6 +136,9 @@ class Sam2Matte(nn.Module):
             with torch.no_grad():
                 feat, h0, h1 = self.encode(flat)
         feat, h0, h1 = (x.unflatten(0, (b, t)) for x in (feat, h0, h1))
+        if drop_highres is not None and bool(drop_highres.any()):
+            keep = (~drop_highres).to(h0.dtype).view(b, 1, 1, 1, 1)
+            h0, h1 = h0 * keep, h1 * keep
         bank = self.new_bank(b, frames.device, feat.dtype)
         alphas, logits, scores = [], [], []
         for i in range(t):

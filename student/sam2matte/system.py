@@ -117,6 +117,7 @@ class Sam2MatteSystem(pl.LightningModule):
         memory_read_gain: float = 1.0,
         memory_mask_gain: float = 1.0,
         p_blank: float = 0.0,
+        p_drop_highres: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -152,6 +153,7 @@ class Sam2MatteSystem(pl.LightningModule):
         self.p_degrade, self.frame0_weight = float(p_degrade), float(frame0_weight)
         self.p_teacher = float(p_teacher_memory)
         self.p_blank = float(p_blank)
+        self.p_drop_highres = float(p_drop_highres)
 
     def _degrade(self, frames: torch.Tensor) -> torch.Tensor:
         """Training only: each tracked frame (t >= 1) is, with probability ``p_degrade``, washed
@@ -196,10 +198,11 @@ class Sam2MatteSystem(pl.LightningModule):
         return self.model.config
 
     def forward(self, frames, points=None, labels=None, mask_inputs=None, model=None, teacher_masks=None,
-                teacher=None):
+                teacher=None, drop_highres=None):
         return (model or self.model).track_clip(frames, points, labels, mask_inputs,
                                                 encoder_grad="image_encoder" not in self.freeze,
-                                                teacher_masks=teacher_masks, teacher=teacher)
+                                                teacher_masks=teacher_masks, teacher=teacher,
+                                                drop_highres=drop_highres)
 
     def _step(self, batch, stage: str, kind: str | None = None):
         frames, alpha = batch["frames"], batch["alpha"]
@@ -221,7 +224,14 @@ class Sam2MatteSystem(pl.LightningModule):
             # teacher-forced memory: some tracked frames memorise the true mask (SAM2 trains with
             # corrective prompts on later frames for the same reason: memories worth reading)
             teacher = torch.from_numpy(self.rng.random(alpha.shape[:2]) < self.p_teacher).to(alpha.device)
-        out = self(frames, points, labels, mask_inputs, model=model, teacher_masks=alpha, teacher=teacher)
+        drop = None
+        if stage == "train" and self.p_drop_highres > 0:
+            # the decoder's high-res skips carry per-frame saliency around the memory attention
+            # (the 1/16 features of sessions 1-5 were spatially flat); without them the mask has to
+            # come through the memory-conditioned features
+            drop = torch.from_numpy(self.rng.random(alpha.shape[0]) < self.p_drop_highres).to(alpha.device)
+        out = self(frames, points, labels, mask_inputs, model=model, teacher_masks=alpha, teacher=teacher,
+                   drop_highres=drop)
         if self.frame0_weight != 1.0 and alpha.shape[1] > 1:
             # the prompted frame weighs frame0_weight, each tracked frame 1 (terms averaged that way)
             t = alpha.shape[1]
