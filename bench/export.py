@@ -9,7 +9,7 @@ For each processing size, in one run, on this machine:
 1. exports the student with ``mamakit.export.export_student`` to fp32, fp16, int8 static QDQ in both
    schemes (``trt``: symmetric int8, the default; ``cpu``: u8s8 for ONNX Runtime only) with the
    default conv selection (``spatial``: standard kxk convs only), ``cpu`` with the whole trunk int8
-   (``--int8-convs trunk``, that scheme's default: every op but the refiner), plus ``trt`` with every Conv
+   (``--int8-convs trunk``: every op but the refiner), plus ``trt`` with every Conv
    quantised (``--int8-convs all``, the previous default, for comparison), each with its export-time
    parity report (``--frames`` frames of a ``mamakit.synth`` clip, state
    carried); int8 is calibrated on a synthetic dataset generated here (never on alphamatting);
@@ -167,7 +167,7 @@ def main() -> int:
         variants = [("fp32", "fp32", "trt", "spatial"), ("fp16", "fp16", "trt", "spatial"),
                     ("int8-static (trt, kxk convs: default)", "int8", "trt", "spatial"),
                     ("int8-static (cpu u8s8, kxk convs)", "int8", "cpu", "spatial"),
-                    ("int8-static (cpu u8s8, whole trunk: the CPU int8)", "int8", "cpu", "trunk"),
+                    ("int8-static (cpu u8s8, whole trunk)", "int8", "cpu", "trunk"),
                     ("int8-static (trt, kxk + wide 1x1 convs)", "int8", "trt", "dense"),
                     ("int8-static (trt, all convs)", "int8", "trt", "all")]
         if args.variants:

@@ -32,13 +32,11 @@ def add_parser(subparsers) -> None:
     o.add_argument("--int8-scheme", default="trt", choices=["trt", "cpu"],
                    help="trt: symmetric int8 QDQ that ONNX Runtime and TensorRT both run (default); "
                         "cpu: u8s8 QDQ for ONNX Runtime only (the fast one on CPU)")
-    o.add_argument("--int8-convs", default=None, choices=["spatial", "dense", "all", "trunk"],
-                   help="what becomes int8 (default: trunk with --int8-scheme cpu, spatial with trt): spatial = "
-                        "standard kxk convs only (the ones ONNX Runtime runs faster in int8 with symmetric "
-                        "activations), dense = those plus 1x1 convs with >= 64 channels (wide "
+    o.add_argument("--int8-convs", default="spatial", choices=["spatial", "dense", "all", "trunk"],
+                   help="what becomes int8: spatial = standard kxk convs only (default; the ones ONNX Runtime "
+                        "runs faster in int8), dense = those plus 1x1 convs with >= 64 channels (wide "
                         "encoders, e.g. the large student), all = every Conv incl. depthwise (slower on CPU), "
-                        "trunk = every op of the low-resolution trunk, refiner fp32 (the fastest on CPU, "
-                        "with --int8-scheme cpu)")
+                        "trunk = every op of the low-resolution trunk, refiner fp32 (use with --int8-scheme cpu)")
     o.add_argument("--downsample-ratio", type=float, default=None,
                    help="trunk size / frame size baked into the graph (default: the checkpoint's, 0.4 for the "
                         "small student); lower is faster (0.3: 1280x720 -> 384x216)")

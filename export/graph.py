@@ -188,8 +188,10 @@ INT8_SCHEMES = {
 #: so activations stay int8 from one op to the next instead of paying a QuantizeLinear /
 #: DequantizeLinear pair around every conv; the guided-filter refiner (nodes named ``/refiner/``:
 #: its box-filtered covariances cancel catastrophically in 8 bits, and its full-resolution ops are
-#: bandwidth-bound) stays fp32. Pays off with the ``cpu`` scheme (u8s8: ONNX Runtime's fast VNNI
-#: kernels); with symmetric int8 activations (``trt``) ONNX Runtime CPU is slower than fp32.
+#: bandwidth-bound) stays fp32. Use it with the ``cpu`` scheme (u8s8, ONNX Runtime's VNNI kernels;
+#: with symmetric int8 activations ONNX Runtime CPU runs it at 0.79x fp32). Measured on the large
+#: student (docs/bundle.md, session 5): 1.29-1.33x fp32 with 1 thread, like ``spatial`` (1.31-1.35x),
+#: but 0.90-1.17x with 2 threads — not the default.
 INT8_CONV_SELECTIONS = ("spatial", "dense", "all", "trunk")
 #: node-name marker of the full-resolution refiner, kept fp32 by the ``trunk`` selection
 REFINER_MARKER = "/refiner/"

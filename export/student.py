@@ -51,8 +51,7 @@ class StudentExportOptions:
     min_calib_frames: int = 8                     # fewer than this -> ConfigError before work
     calib_method: str = "minmax"
     int8_scheme: str = "trt"                      # graph.INT8_SCHEMES: trt (ORT + TensorRT) | cpu (ORT only)
-    int8_convs: str | None = None                 # graph.INT8_CONV_SELECTIONS; None: trunk for the cpu scheme,
-                                                  # spatial (kxk convs) for trt
+    int8_convs: str = "spatial"                   # graph.INT8_CONV_SELECTIONS: spatial (kxk convs) | dense | all | trunk
     fgr: bool = True                              # False: alpha-only graph (no foreground output; faster)
     downsample_ratio: float | None = None         # trunk size / frame size baked into the graph (None: the checkpoint's)
     opset: int | None = None
@@ -423,8 +422,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
         else:
             feeds = _calibration_feeds(ds, w, fp32, o.size, o.calib_frames, o.threads)
             conversion = G.quantize_int8(fp32, work / "int8.onnx", feeds, scheme=o.int8_scheme,
-                                         convs=o.int8_convs or ("trunk" if o.int8_scheme == "cpu" else "spatial"),
-                                         method=o.calib_method)
+                                         convs=o.int8_convs, method=o.calib_method)
             if conversion["calibration_frames"] < o.min_calib_frames:
                 raise ParityError(f"calibration saw only {conversion['calibration_frames']} frames "
                                   f"(need {o.min_calib_frames}); use a larger --calib dataset")

@@ -154,7 +154,7 @@ def test_int8_quantises_only_the_spatial_convs(bundles):
 
 
 def test_int8_cpu_scheme_quantises_the_whole_trunk_not_the_refiner(work, student_dir, calib):
-    """--int8-scheme cpu (default selection: trunk): besides convs, the trunk's element-wise, concat,
+    """--int8-scheme cpu --int8-convs trunk: besides convs, the trunk's element-wise, concat,
     resize and pooling ops are int8 (ONNX Runtime fuses them into QLinear* kernels), while every
     /refiner/ node stays fp32; alpha MAD vs GT within 10 % of fp32."""
     import onnx
@@ -164,7 +164,7 @@ def test_int8_cpu_scheme_quantises_the_whole_trunk_not_the_refiner(work, student
     from mamakit.export.student import StudentExportOptions, export_student
 
     b = export_student(student_dir, work / "b-int8-cpu", StudentExportOptions(
-        size=SIZE, precision="int8", int8_scheme="cpu", calib=str(calib), parity_frames=FRAMES))
+        size=SIZE, precision="int8", int8_scheme="cpu", int8_convs="trunk", calib=str(calib), parity_frames=FRAMES))
     m = _manifest(b)
     conv = m["export"]["conversion"]
     assert conv["scheme"] == "cpu" and conv["convs"] == "trunk" and conv["fp32_nodes"] > 0
