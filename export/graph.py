@@ -259,7 +259,8 @@ def quantize_int8(
 ) -> dict:
     """Static int8 QDQ quantisation of an fp32 graph, calibrated on ``feeds()``.
 
-    What is quantised: only Conv nodes, and by default (``convs="spatial"``) only the standard
+    What is quantised (``convs="trunk"``: every op type outside the refiner, see
+    INT8_CONV_SELECTIONS; otherwise): only Conv nodes, and by default (``convs="spatial"``) only the standard
     convolutions with a kxk kernel (k > 1) whose input no other node reads (spatial_convs): their
     weights int8 symmetric per output channel, their input activations int8 (``scheme``, see
     INT8_SCHEMES); ONNX Runtime fuses each into one QLinearConv. Everything else stays fp32:
@@ -316,7 +317,7 @@ def quantize_int8(
                   "dense": lambda: spatial_convs(model, DENSE_MIN_CHANNELS),
                   "all": lambda: all_convs}[convs]()
     chosen = [n for n in chosen if n not in excluded]
-    if not any(n in set(chosen) for n in all_convs):
+    if not set(chosen) & set(all_convs):
         pre.unlink(missing_ok=True)
         raise ConfigError(f"int8 ({convs} convs): the graph has no convolution to quantise")
     reader = _Reader(feeds())
