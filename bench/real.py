@@ -38,42 +38,37 @@ DATA = ROOT.parent / "shared" / "data"
 SIZE = (1280, 720)
 
 
-def _read(path: Path, gray: bool = False) -> np.ndarray:
+def _frames(spec: Path, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of a video or image folder (mamakit.io), resized to SIZE."""
     import cv2
 
-    im = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
-    if im is None:
-        raise SystemExit(f"cannot read {path}: the bench needs ../shared/data")
-    im = cv2.resize(im, SIZE, interpolation=cv2.INTER_LINEAR if gray else cv2.INTER_AREA)
-    return im if gray else np.ascontiguousarray(im[..., ::-1])
+    from mamakit.io import open_source
+
+    out = []
+    with open_source(spec) as src:
+        for f in src:
+            out.append(cv2.resize(f.image, SIZE, interpolation=cv2.INTER_AREA))
+            if len(out) == frames:
+                break
+    return np.stack(out)
 
 
 def sources(frames: int) -> list[dict]:
     """The real clips: name, frames [T,H,W,3] uint8 RGB, masks [T,H,W] float 0..1, per-frame masks?"""
-    import cv2
+    from mamakit.io import list_images, read_mask
 
     out = []
     ex = DATA / "videomama_example"
-    fr = sorted((ex / "image" / "0000").glob("*.png"))[:frames]
-    ms = sorted((ex / "mask" / "0000").glob("*.png"))[:frames]
-    out.append({"name": "videomama_example", "frames": np.stack([_read(p) for p in fr]),
-                "masks": np.stack([_read(p, True) for p in ms]).astype(np.float32) / 255, "per_frame": True})
-    fr = sorted((DATA / "matanyone_sample0" / "frames").glob("*.jpg"))[:frames]
-    m0 = _read(DATA / "matanyone_sample0" / "masks" / "0000_person1.png", True).astype(np.float32) / 255
-    out.append({"name": "matanyone0_p1", "frames": np.stack([_read(p) for p in fr]),
-                "masks": np.repeat(m0[None], len(fr), 0), "per_frame": False})
-    for k in (1, 2):
-        cap = cv2.VideoCapture(str(DATA / "videos" / f"matanyone_sample{k}.mp4"))
-        clip = []
-        while len(clip) < frames:
-            ok, f = cap.read()
-            if not ok:
-                break
-            clip.append(np.ascontiguousarray(cv2.resize(f, SIZE, interpolation=cv2.INTER_AREA)[..., ::-1]))
-        cap.release()
-        m0 = _read(DATA / "videos" / f"matanyone_sample{k}_first_mask.png", True).astype(np.float32) / 255
-        out.append({"name": f"matanyone{k}", "frames": np.stack(clip), "masks": np.repeat(m0[None], len(clip), 0),
-                    "per_frame": False})
+    clip = _frames(ex / "image" / "0000", frames)
+    masks = [read_mask(p, SIZE) for p in list_images(ex / "mask" / "0000")[:len(clip)]]
+    out.append({"name": "videomama_example", "frames": clip, "masks": np.stack(masks), "per_frame": True})
+    firsts = [("matanyone0_p1", DATA / "matanyone_sample0" / "frames", DATA / "matanyone_sample0" / "masks" / "0000_person1.png")]
+    firsts += [(f"matanyone{k}", DATA / "videos" / f"matanyone_sample{k}.mp4",
+                DATA / "videos" / f"matanyone_sample{k}_first_mask.png") for k in (1, 2)]
+    for name, spec, first in firsts:
+        clip = _frames(spec, frames)
+        m0 = read_mask(first, SIZE)
+        out.append({"name": name, "frames": clip, "masks": np.repeat(m0[None], len(clip), 0), "per_frame": False})
     return out
 
 
