@@ -117,3 +117,40 @@ def test_student_guide_residual_starts_at_the_mask_and_old_configs_keep_their_fo
     with torch.no_grad():
         pha_old, _, *_ = old(src, g, *old.initial_state(1, 72, 128))
     assert (pha_old - g).abs().max() > 0.05  # the old format blurs the mask through the trunk
+
+
+def test_student_refiner_is_the_guided_filter_and_alpha_only_matches():
+    """The refiner's full-resolution output is the locally linear model ``A * x + b`` with A, b
+    bilinearly upsampled from the trunk (x = RGB for the foreground, the gray mean for alpha);
+    the alpha-only path (two 1-channel resizes, 1/3 folded into A) gives the same alpha."""
+    from torch.nn import functional as F
+
+    from mamakit.student.models.refiner import DeepGuidedFilterRefiner, box_filter
+
+    torch.manual_seed(0)
+    ref = DeepGuidedFilterRefiner(hidden_in=8).eval()
+    with torch.no_grad():
+        for m in ref.conv:  # non-trivial BatchNorm statistics
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    fine = torch.rand(1, 3, 72, 120)
+    base = F.interpolate(fine, size=(18, 30), mode="bilinear", align_corners=False)
+    fgr, pha, hid = torch.rand(1, 3, 18, 30), torch.rand(1, 1, 18, 30), torch.randn(1, 8, 18, 30)
+    with torch.no_grad():
+        out_fgr, out_pha = ref(fine, base, fgr, pha, hid, want_fgr=True)
+        none, pha_only = ref(fine, base, fgr, pha, hid, want_fgr=False)
+        # the textbook deep guided filter, written out
+        bx = torch.cat([base, base.mean(1, keepdim=True)], 1)
+        by = torch.cat([fgr, pha], 1)
+        mx, my = box_filter(bx, 1), box_filter(by, 1)
+        A = ref.conv(torch.cat([box_filter(bx * by, 1) - mx * my, box_filter(bx * bx, 1) - mx * mx, hid], 1))
+        b = my - A * mx
+        up = lambda t: F.interpolate(t, size=(72, 120), mode="bilinear", align_corners=False)  # noqa: E731
+        x = torch.cat([fine, fine.mean(1, keepdim=True)], 1)
+        want = up(A) * x + up(b)
+    assert none is None
+    assert float(want.std()) > 0.05  # not a constant map
+    assert torch.allclose(out_fgr, want[:, :3], atol=1e-5)
+    assert torch.allclose(out_pha, want[:, 3:], atol=1e-5)
+    assert torch.allclose(pha_only, want[:, 3:], atol=1e-5)
