@@ -105,6 +105,24 @@ def make_clips(n_clips: int, frames: int, size: tuple[int, int], seed: int = 0):
     return clips
 
 
+def make_synthetic_clips(n_clips: int, frames: int, size: tuple[int, int], seed: int = 910000):
+    """Held-out *synthetic* clips (``mamakit.synth``, seeds ``seed``.. — far from the training seeds)
+    with masks degraded from their GT alpha exactly as :func:`make_clips` degrades the
+    alphamatting ones: the set for choosing between candidates (ratios, runs) so that the
+    alphamatting clips stay evaluation-only."""
+    from mamakit.degrade import degrade_masks
+    from mamakit.synth import make_clip
+
+    clips = []
+    for k in range(n_clips):
+        c = make_clip(seed + k, frames, size)
+        alpha = np.asarray(c.alpha, np.float32)
+        masks = degrade_masks(alpha, np.random.default_rng([seed, k]))
+        clips.append({"name": f"synth-{seed + k}", "frames": np.asarray(c.frames), "alpha": alpha,
+                      "masks": masks.astype(np.float32)})
+    return clips
+
+
 def run_student(model, frames: np.ndarray, masks: np.ndarray, first_frame_only: bool = False) -> np.ndarray:
     import torch
 
@@ -154,6 +172,9 @@ def main(argv=None) -> int:
     ap.add_argument("--native-ratio", action="store_true",
                     help="keep the checkpoint's downsample ratio at clip sizes other than 1280x720 (default: scale it "
                          "so the trunk matches the one at 1280x720, as the runtime does by processing at that size)")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="held-out synthetic clips (mamakit.synth seeds 910000..) instead of the alphamatting "
+                         "foregrounds: the set to choose on (the alphamatting clips stay evaluation-only)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the student (default 1: fastest on a busy 2-core box)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -189,7 +210,7 @@ def main(argv=None) -> int:
     teacher = build_teacher("closed-form")
 
     log.info("building %d clips x %d frames at %dx%d ...", n_clips, n_frames, W, H)
-    clips = make_clips(n_clips, n_frames, (W, H))
+    clips = (make_synthetic_clips if args.synthetic else make_clips)(n_clips, n_frames, (W, H))
     rows: dict[str, list[dict]] = {"mask": [], "teacher": [], "student": [], "student-ff": []}
     teacher_time = 0.0
     teacher_frames = 0
@@ -213,7 +234,7 @@ def main(argv=None) -> int:
         t_teacher = teacher_time / max(1, teacher_frames)
         speed_clip = clips[0]
     else:
-        speed_clip = make_clips(1, 2, (sw, sh), seed=1)[0]
+        speed_clip = (make_synthetic_clips(1, 2, (sw, sh)) if args.synthetic else make_clips(1, 2, (sw, sh), seed=1))[0]
         t0 = time.perf_counter()
         teacher(speed_clip["frames"], speed_clip["masks"])
         t_teacher = (time.perf_counter() - t0) / len(speed_clip["frames"])
@@ -242,6 +263,7 @@ def main(argv=None) -> int:
         t_bundle = time_per_frame(lambda: sess.run(None, feed), 3 if args.quick else 10)
     result = {
         "checkpoint": which,
+        "set": "synthetic (held-out seeds)" if args.synthetic else "alphamatting",
         "clips": [c["name"] for c in clips], "frames": n_frames, "size": [W, H],
         "quality": quality,
         "speed_1280x720": {"teacher_s_per_frame": t_teacher, "student_s_per_frame": t_student,
@@ -268,7 +290,7 @@ def main(argv=None) -> int:
     }
 
     print(f"\n### Student vs CPU teacher ({which})\n")
-    print(f"{n_clips} alphamatting foregrounds x {n_frames} frames at {W}x{H}, moving backgrounds, degraded masks\n")
+    print(f"{n_clips} {'held-out synthetic clips' if args.synthetic else 'alphamatting foregrounds'} x {n_frames} frames at {W}x{H}, moving backgrounds, degraded masks\n")
     print("| method | MAD x1e3 | Grad /1e3 | dtSSD x1e2 |")
     print("|---|---:|---:|---:|")
     for k, v in quality.items():
