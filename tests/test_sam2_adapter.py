@@ -178,3 +178,45 @@ def test_sam2_drop_highres_zeroes_only_the_flagged_clips_skips():
     torch.testing.assert_close(got[1], ref[1])
     torch.testing.assert_close(got[0], zero[0])
     assert (got[0, 1:] - ref[0, 1:]).abs().max() > 1e-3  # tracked frames: the skips matter at random init
+
+
+def test_sam2_drop_highres_per_frame_and_prompted_frame_option():
+    """Per-frame drop_highres [B,T]: flagging only frame 0 of clip 0 changes that frame's output to
+    the skip-less one (as the per-clip drop) and leaves clip 1 alone. The training option
+    p_drop_highres_prompt (default off) flags exactly the prompted frame."""
+    import numpy as np
+
+    from mamakit.student.sam2matte.config import tiny_config
+    from mamakit.student.sam2matte.model import Sam2Matte
+    from mamakit.student.sam2matte.system import Sam2MatteSystem, simulate_prompt
+
+    torch.manual_seed(0)
+    m = Sam2Matte(tiny_config(128)).eval()
+    with torch.no_grad():  # "object present" everywhere, so the gate does not empty the logits
+        [lin for lin in m.sam.sam_mask_decoder.pred_obj_score_head.modules()
+         if isinstance(lin, torch.nn.Linear)][-1].bias.add_(100.0)
+    frames = torch.rand(2, 3, 3, 128, 128)
+    alpha0 = torch.zeros(2, 128, 128)
+    alpha0[:, 30:80, 40:100] = 1.0
+    pts, lbs, _ = simulate_prompt(alpha0, "box", np.random.default_rng(0))
+    per = torch.zeros(2, 3, dtype=torch.bool)
+    per[0, 0] = True
+    with torch.no_grad():
+        ref = m.track_clip(frames, pts, lbs)["logits"]
+        got = m.track_clip(frames, pts, lbs, drop_highres=per)["logits"]
+        clip = m.track_clip(frames, pts, lbs, drop_highres=torch.tensor([True, False]))["logits"]
+    torch.testing.assert_close(got[1], ref[1])
+    torch.testing.assert_close(got[0, 0], clip[0, 0])
+    assert (got[0, 0] - ref[0, 0]).abs().max() > 1e-3  # the prompted frame lost its skips
+    assert (got[0, 1:] - clip[0, 1:]).abs().max() > 1e-3  # the tracked frames kept theirs
+
+    seen = []
+    for p in (0.0, 1.0):
+        sysm = Sam2MatteSystem(model={"preset": "tiny", "image_size": 128}, freeze=[], low_res=None,
+                               p_drop_highres_prompt=p, prompt_probs={"click": 0.0, "box": 1.0, "mask": 0.0})
+        fwd = sysm.forward
+        sysm.forward = lambda *a, **k: (seen.append(k.get("drop_highres")), fwd(*a, **k))[1]
+        batch = {"frames": frames, "alpha": alpha0[:, None].expand(2, 3, 128, 128).contiguous()}
+        sysm._step(batch, "train")
+    assert seen[0] is None  # default off
+    assert seen[1].shape == (2, 3) and bool(seen[1][:, 0].all()) and not bool(seen[1][:, 1:].any())

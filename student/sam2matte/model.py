@@ -127,7 +127,9 @@ class Sam2Matte(nn.Module):
         of the flagged tracked frames hold the true mask (logits +-10, score +-10, as SAM2's mask
         prompt) instead of the prediction, so that reading the memory pays off from the start.
         ``drop_highres`` [B] bool zeroes the decoder's high-res skip features (``high0``, ``high1``) of
-        the flagged clips, so their masks must come through the memory-conditioned 1/16 features."""
+        the flagged clips, so their masks must come through the memory-conditioned 1/16 features;
+        [B,T] bool zeroes them per frame (e.g. only the prompted frame 0, whose mask then has to come
+        through the prompt-conditioned 1/16 features)."""
         b, t = frames.shape[:2]
         flat = frames.flatten(0, 1)
         if encoder_grad:
@@ -137,7 +139,8 @@ class Sam2Matte(nn.Module):
                 feat, h0, h1 = self.encode(flat)
         feat, h0, h1 = (x.unflatten(0, (b, t)) for x in (feat, h0, h1))
         if drop_highres is not None and bool(drop_highres.any()):
-            keep = (~drop_highres).to(h0.dtype).view(b, 1, 1, 1, 1)
+            keep = (~drop_highres).to(h0.dtype)
+            keep = keep.view(b, t, 1, 1, 1) if keep.dim() == 2 else keep.view(b, 1, 1, 1, 1)
             h0, h1 = h0 * keep, h1 * keep
         bank = self.new_bank(b, frames.device, feat.dtype)
         alphas, logits, scores = [], [], []

@@ -118,6 +118,7 @@ class Sam2MatteSystem(pl.LightningModule):
         memory_mask_gain: float = 1.0,
         p_blank: float = 0.0,
         p_drop_highres: float = 0.0,
+        p_drop_highres_prompt: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -154,6 +155,7 @@ class Sam2MatteSystem(pl.LightningModule):
         self.p_teacher = float(p_teacher_memory)
         self.p_blank = float(p_blank)
         self.p_drop_highres = float(p_drop_highres)
+        self.p_drop_highres_prompt = float(p_drop_highres_prompt)
 
     def _degrade(self, frames: torch.Tensor) -> torch.Tensor:
         """Training only: each tracked frame (t >= 1) is, with probability ``p_degrade``, washed
@@ -230,6 +232,15 @@ class Sam2MatteSystem(pl.LightningModule):
             # (the 1/16 features of sessions 1-5 were spatially flat); without them the mask has to
             # come through the memory-conditioned features
             drop = torch.from_numpy(self.rng.random(alpha.shape[0]) < self.p_drop_highres).to(alpha.device)
+        if stage == "train" and self.p_drop_highres_prompt > 0:
+            # per frame: the PROMPTED frame (0) of a fraction of the clips without the skips, so its
+            # mask must come through the prompt-conditioned 1/16 features (box/click tokens used)
+            b, t = alpha.shape[:2]
+            per = np.zeros((b, t), dtype=bool)
+            if drop is not None:
+                per[:] = drop.cpu().numpy()[:, None]
+            per[:, 0] |= self.rng.random(b) < self.p_drop_highres_prompt
+            drop = torch.from_numpy(per).to(alpha.device)
         out = self(frames, points, labels, mask_inputs, model=model, teacher_masks=alpha, teacher=teacher,
                    drop_highres=drop)
         if self.frame0_weight != 1.0 and alpha.shape[1] > 1:
