@@ -156,17 +156,24 @@ def test_sam2_feat_norm_gives_unit_scale_features_and_exports(tmp_path):
     assert np.abs(got - f.numpy()).max() < 1e-4
 
 
-def test_sam2_drop_highres_zeroes_only_the_flagged_clips_skips():
-    """Training option drop_highres: the flagged clip's masks come without the decoder's high-res
-    skip features (same as zeroing them), the other clip's output is unchanged."""
+def _tiny_model_object_present():
+    """A random-weight tiny Sam2Matte (seed 0) whose object-score head says "object present"
+    everywhere, so the occlusion gate does not empty the logits."""
     from mamakit.student.sam2matte.config import tiny_config
     from mamakit.student.sam2matte.model import Sam2Matte
 
     torch.manual_seed(0)
     m = Sam2Matte(tiny_config(128)).eval()
-    with torch.no_grad():  # "object present" everywhere, so the gate does not empty the logits
+    with torch.no_grad():
         [lin for lin in m.sam.sam_mask_decoder.pred_obj_score_head.modules()
          if isinstance(lin, torch.nn.Linear)][-1].bias.add_(100.0)
+    return m
+
+
+def test_sam2_drop_highres_zeroes_only_the_flagged_clips_skips():
+    """Training option drop_highres: the flagged clip's masks come without the decoder's high-res
+    skip features (same as zeroing them), the other clip's output is unchanged."""
+    m = _tiny_model_object_present()
     frames = torch.rand(2, 3, 3, 128, 128)
     mask = (torch.rand(2, 1, 128, 128) > 0.5).float()
     with torch.no_grad():
@@ -186,15 +193,9 @@ def test_sam2_drop_highres_per_frame_and_prompted_frame_option():
     p_drop_highres_prompt (default off) flags exactly the prompted frame."""
     import numpy as np
 
-    from mamakit.student.sam2matte.config import tiny_config
-    from mamakit.student.sam2matte.model import Sam2Matte
     from mamakit.student.sam2matte.system import Sam2MatteSystem, simulate_prompt
 
-    torch.manual_seed(0)
-    m = Sam2Matte(tiny_config(128)).eval()
-    with torch.no_grad():  # "object present" everywhere, so the gate does not empty the logits
-        [lin for lin in m.sam.sam_mask_decoder.pred_obj_score_head.modules()
-         if isinstance(lin, torch.nn.Linear)][-1].bias.add_(100.0)
+    m = _tiny_model_object_present()
     frames = torch.rand(2, 3, 3, 128, 128)
     alpha0 = torch.zeros(2, 128, 128)
     alpha0[:, 30:80, 40:100] = 1.0
