@@ -227,19 +227,18 @@ class Sam2MatteSystem(pl.LightningModule):
             # corrective prompts on later frames for the same reason: memories worth reading)
             teacher = torch.from_numpy(self.rng.random(alpha.shape[:2]) < self.p_teacher).to(alpha.device)
         drop = None
-        if stage == "train" and self.p_drop_highres > 0:
-            # the decoder's high-res skips carry per-frame saliency around the memory attention
-            # (the 1/16 features of sessions 1-5 were spatially flat); without them the mask has to
-            # come through the memory-conditioned features
-            drop = torch.from_numpy(self.rng.random(alpha.shape[0]) < self.p_drop_highres).to(alpha.device)
-        if stage == "train" and self.p_drop_highres_prompt > 0:
-            # per frame: the PROMPTED frame (0) of a fraction of the clips without the skips, so its
-            # mask must come through the prompt-conditioned 1/16 features (box/click tokens used)
+        if stage == "train" and (self.p_drop_highres > 0 or self.p_drop_highres_prompt > 0):
+            # [B,T] frames whose decoder high-res skips are zeroed. The skips carry per-frame saliency
+            # around the memory attention (the 1/16 features of sessions 1-5 were spatially flat):
+            # p_drop_highres drops them for whole clips, so those masks must come through the
+            # memory-conditioned features; p_drop_highres_prompt for the PROMPTED frame (0) only, so
+            # its mask must come through the prompt-conditioned features (box/click tokens used)
             b, t = alpha.shape[:2]
             per = np.zeros((b, t), dtype=bool)
-            if drop is not None:
-                per[:] = drop.cpu().numpy()[:, None]
-            per[:, 0] |= self.rng.random(b) < self.p_drop_highres_prompt
+            if self.p_drop_highres > 0:
+                per |= (self.rng.random(b) < self.p_drop_highres)[:, None]
+            if self.p_drop_highres_prompt > 0:
+                per[:, 0] |= self.rng.random(b) < self.p_drop_highres_prompt
             drop = torch.from_numpy(per).to(alpha.device)
         out = self(frames, points, labels, mask_inputs, model=model, teacher_masks=alpha, teacher=teacher,
                    drop_highres=drop)
