@@ -100,8 +100,9 @@ def make_clips(n_clips: int, frames: int, size: tuple[int, int], seed: int = 0):
             fr.append(np.clip(comp * 255 + 0.5, 0, 255).astype(np.uint8))
             al.append(a.astype(np.float32))
         alpha_seq = np.stack(al)
-        masks = degrade_masks(alpha_seq, np.random.default_rng([seed, k]))
-        clips.append({"name": name, "frames": np.stack(fr), "alpha": alpha_seq, "masks": masks.astype(np.float32)})
+        masks, ops = degrade_masks(alpha_seq, np.random.default_rng([seed, k]), return_ops=True)
+        clips.append({"name": name, "frames": np.stack(fr), "alpha": alpha_seq, "masks": masks.astype(np.float32),
+                      "ops": ops})
     return clips
 
 
@@ -117,9 +118,9 @@ def make_synthetic_clips(n_clips: int, frames: int, size: tuple[int, int], seed:
     for k in range(n_clips):
         c = make_clip(seed + k, frames, size)
         alpha = np.asarray(c.alpha, np.float32)
-        masks = degrade_masks(alpha, np.random.default_rng([seed, k]))
+        masks, ops = degrade_masks(alpha, np.random.default_rng([seed, k]), return_ops=True)
         clips.append({"name": f"synth-{seed + k}", "frames": np.asarray(c.frames), "alpha": alpha,
-                      "masks": masks.astype(np.float32)})
+                      "masks": masks.astype(np.float32), "ops": ops})
     return clips
 
 
@@ -149,6 +150,45 @@ def score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {"mad": float(np.mean([M.mad(p, g) for p, g in zip(pred, gt)])),
             "grad": float(np.mean([M.grad(p, g) for p, g in zip(pred, gt)])),
             "dtssd": float(M.dtssd(list(pred), list(gt)))}
+
+
+#: per-frame mask conditions of :func:`breakdown`, in table order
+CONDITIONS = ("normal", "glitch", "after glitch", "box clip")
+
+
+def frame_conditions(ops: dict, frames: int) -> list[str]:
+    """What the coarse mask of each frame is (from ``degrade_masks(..., return_ops=True)``): a box clip,
+    the frame with the clip's temporal corruption (occlude / empty / full / erode / dilate), the frame
+    right after it (a streaming model must recover), or a normal per-frame degradation."""
+    if ops.get("box"):
+        return ["box clip"] * frames
+    out = ["normal"] * frames
+    if ops.get("temporal"):
+        t = int(ops["temporal"][0])
+        out[t] = "glitch"
+        if t + 1 < frames:
+            out[t + 1] = "after glitch"
+    return out
+
+
+def breakdown(preds: list[np.ndarray], clips: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean per-frame MAD (x1e3) and dtSSD (x1e2, frame vs the previous one; frame 0 excluded) of one
+    method's predictions, split by :func:`frame_conditions`: where a method wins or loses."""
+    from mamakit import metrics as M
+
+    acc: dict[str, dict[str, list[float]]] = {c: {"mad": [], "dtssd": []} for c in CONDITIONS}
+    for pred, c in zip(preds, clips):
+        gt = c["alpha"]
+        for t, cond in enumerate(frame_conditions(c["ops"], len(gt))):
+            acc[cond]["mad"].append(M.mad(pred[t], gt[t]))
+            if t:
+                acc[cond]["dtssd"].append(M.dtssd_frame(pred[t], pred[t - 1], gt[t], gt[t - 1]))
+    return {c: {"frames": len(v["mad"]), "mad": float(np.mean(v["mad"])) if v["mad"] else None,
+                "dtssd": float(np.mean(v["dtssd"])) if v["dtssd"] else None} for c, v in acc.items()}
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"  # None: no such frames (dtSSD: only frame 0)
 
 
 def time_per_frame(fn, reps: int) -> float:
@@ -212,21 +252,24 @@ def main(argv=None) -> int:
     log.info("building %d clips x %d frames at %dx%d ...", n_clips, n_frames, W, H)
     clips = (make_synthetic_clips if args.synthetic else make_clips)(n_clips, n_frames, (W, H))
     rows: dict[str, list[dict]] = {"mask": [], "teacher": [], "student": [], "student-ff": []}
+    preds: dict[str, list[np.ndarray]] = {k: [] for k in rows}
     teacher_time = 0.0
     teacher_frames = 0
     for c in clips:
-        rows["mask"].append(score(c["masks"], c["alpha"]))
         t0 = time.perf_counter()
-        ta = teacher(c["frames"], c["masks"]).alpha
+        preds["teacher"].append(teacher(c["frames"], c["masks"]).alpha)
         teacher_time += time.perf_counter() - t0
-        teacher_frames += len(ta)
-        rows["teacher"].append(score(ta, c["alpha"]))
+        teacher_frames += len(c["frames"])
         torch.set_num_threads(threads)  # the teacher may change torch's thread count
-        rows["student"].append(score(run_student(model, c["frames"], c["masks"]), c["alpha"]))
-        rows["student-ff"].append(score(run_student(model, c["frames"], c["masks"], True), c["alpha"]))
+        preds["mask"].append(c["masks"])
+        preds["student"].append(run_student(model, c["frames"], c["masks"]))
+        preds["student-ff"].append(run_student(model, c["frames"], c["masks"], True))
+        for k in rows:
+            rows[k].append(score(preds[k][-1], c["alpha"]))
         log.info("  %s: mask %.1f teacher %.1f student %.1f (MAD)", c["name"], rows["mask"][-1]["mad"],
                  rows["teacher"][-1]["mad"], rows["student"][-1]["mad"])
     quality = {k: {m: float(np.mean([r[m] for r in v])) for m in ("mad", "grad", "dtssd")} for k, v in rows.items()}
+    by_condition = {k: breakdown(preds[k], clips) for k in ("mask", "teacher", "student")}
 
     # ---- speed at 1280x720 (same machine, same run)
     sw, sh = 1280, 720
@@ -266,6 +309,8 @@ def main(argv=None) -> int:
         "set": "synthetic (held-out seeds)" if args.synthetic else "alphamatting",
         "clips": [c["name"] for c in clips], "frames": n_frames, "size": [W, H],
         "quality": quality,
+        "per_clip_mad": {k: {c["name"]: r["mad"] for c, r in zip(clips, v)} for k, v in rows.items()},
+        "by_mask_condition": by_condition,
         "speed_1280x720": {"teacher_s_per_frame": t_teacher, "student_s_per_frame": t_student,
                            "speedup": t_teacher / t_student, "student_threads": torch.get_num_threads(),
                            "bundle": str(bundle) if t_bundle else None,
@@ -295,6 +340,15 @@ def main(argv=None) -> int:
     print("|---|---:|---:|---:|")
     for k, v in quality.items():
         print(f"| {k} | {v['mad']:.2f} | {v['grad']:.2f} | {v['dtssd']:.2f} |")
+    print("\nBy mask condition (mean per frame; dtSSD of a frame vs the previous one):\n")
+    print("| frames | n | " + " | ".join(f"{k} MAD" for k in by_condition) + " | "
+          + " | ".join(f"{k} dtSSD" for k in by_condition) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(by_condition)))
+    for cond in CONDITIONS:
+        n = by_condition["mask"][cond]["frames"]
+        if n:
+            print(f"| {cond} | {n} | " + " | ".join(_num(v[cond]["mad"]) for v in by_condition.values()) + " | "
+                  + " | ".join(_num(v[cond]["dtssd"]) for v in by_condition.values()) + " |")
     sp = result["speed_1280x720"]
     print(f"\nPer frame at 1280x720: teacher {sp['teacher_s_per_frame'] * 1e3:.0f} ms, student "
           f"{sp['student_s_per_frame'] * 1e3:.1f} ms (PyTorch, {sp['student_threads']} threads) -> "
