@@ -1,0 +1,32 @@
+"""bench/student.py's by-mask-condition split (pure functions; the bench itself is run by hand)."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_spec = importlib.util.spec_from_file_location("bench_student", Path(__file__).resolve().parents[1] / "bench" / "student.py")
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_frame_conditions_marks_the_faulty_frame_the_one_after_and_box_clips():
+    assert bench.frame_conditions({"box": False, "temporal": (2, "empty")}, 5) == [
+        "normal", "normal", "glitch", "after glitch", "normal"]
+    assert bench.frame_conditions({"box": False, "temporal": (4, "full")}, 5) == ["normal"] * 4 + ["glitch"]
+    assert bench.frame_conditions({"box": True, "temporal": (1, "occlude")}, 3) == ["box clip"] * 3
+    assert bench.frame_conditions({"box": False, "temporal": None}, 2) == ["normal", "normal"]
+
+
+def test_breakdown_puts_each_frame_error_under_its_condition():
+    gt = np.zeros((4, 8, 8), np.float32)
+    pred = gt.copy()
+    pred[2] = 0.5  # the faulty frame is wrong everywhere, the others are exact
+    clip = {"alpha": gt, "ops": {"box": False, "temporal": (2, "full")}}
+    out = bench.breakdown([pred], [clip])
+    assert out["normal"]["frames"] == 2 and out["normal"]["mad"] == 0.0
+    assert out["glitch"]["frames"] == 1 and out["glitch"]["mad"] == pytest.approx(500.0)  # MAD x1e3
+    assert out["after glitch"]["frames"] == 1 and out["after glitch"]["mad"] == 0.0
+    # frame 3 jumps back from 0.5 to 0: its dtSSD is large, the normal frame 1 has none
+    assert out["after glitch"]["dtssd"] > 0 and out["normal"]["dtssd"] == 0.0
+    assert out["box clip"] == {"frames": 0, "mad": None, "dtssd": None}
