@@ -214,12 +214,17 @@ def test_runtime_cli_interrupt_while_writing_leaves_playable_outputs(bundles, cl
            "--loop", "--composite", str(tmp_path / "c.mp4"), "--foreground", str(tmp_path / "f.mov"),
            "--alpha", str(tmp_path / "a.webm"), "--stats", str(tmp_path / "s.json")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while time.time() < deadline and not list(tmp_path.glob(".tmp-*c.mp4")):
-        time.sleep(0.1)
-    time.sleep(1.0)  # writing for a while
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not list(tmp_path.glob(".tmp-*c.mp4")):
+            time.sleep(0.1)
+        time.sleep(1.0)  # writing for a while
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    finally:  # a failed or timed-out run must not leave a --loop process running forever
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     assert "error" not in err.lower(), err
     assert "FPS" in out
