@@ -47,6 +47,16 @@ def run_cli(*args, env=None, cwd=None, timeout=600, block_torch: Path | None = N
     )
 
 
+def popen_interruptible(cmd, **kw) -> subprocess.Popen:
+    """Popen for a child the test will stop with SIGINT (Ctrl-C). A process started with SIGINT
+    ignored (any background job of a non-interactive shell, e.g. a CI script run with ``&``) passes
+    that on to its children, and Python then installs no KeyboardInterrupt handler — the child would
+    never see the test's Ctrl-C. Restore the default disposition in the child first."""
+    import signal
+
+    return subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+
+
 def assert_one_line_error(proc, code: int = 2, contains: str | None = None):
     """The CLI contract for bad input: exit ``code``, one `error: ...` line on stderr, no traceback."""
     err = proc.stderr.strip().splitlines()

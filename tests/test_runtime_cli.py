@@ -13,7 +13,7 @@ import av
 import cv2
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, popen_interruptible, run_cli
 from test_runtime_api import build_probe_bundle, build_student_bundle
 
 # one xdist worker for the runtime tests: the exported bundles are built once and shared
@@ -213,7 +213,7 @@ def test_runtime_cli_interrupt_while_writing_leaves_playable_outputs(bundles, cl
     cmd = [sys.executable, "-m", "mamakit", "run", "--bundle", str(bundles["probe"]), "--source", str(clip),
            "--loop", "--composite", str(tmp_path / "c.mp4"), "--foreground", str(tmp_path / "f.mov"),
            "--alpha", str(tmp_path / "a.webm"), "--stats", str(tmp_path / "s.json")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not list(tmp_path.glob(".tmp-*c.mp4")):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import popen_interruptible
 from test_runtime_api import build_probe_bundle
 
 # one xdist worker for the runtime tests: the exported bundles are built once and shared
@@ -54,7 +55,7 @@ def test_runtime_web_preview_shows_composite_in_headless_chromium(chromium, tmp_
     cv2.imwrite(str(mask), m)
     cmd = [sys.executable, "-m", "mamakit", "run", "--bundle", str(bundle), "--source", str(clip), "--masks",
            str(mask), "--loop", "--scene-cut", "0", "--serve", "0", "--background", "#ff00ff"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = None
         deadline = time.time() + 60
