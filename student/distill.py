@@ -92,7 +92,15 @@ class StudentDistillation(pl.LightningModule):
         if init_from:
             from mamakit.student.loading import load_student
 
-            self.student.load_weights(load_student(init_from).state_dict(), source=str(init_from))
+            src = load_student(init_from)
+            state = src.state_dict()
+            if src.config.refiner_extra == "none" and self.config.refiner_extra != "none":
+                # grow the refiner by the new guide with a zero slope: the fine-tune starts from exactly
+                # the source student's output
+                from mamakit.student.models.refiner import extend_refiner_state
+
+                state = extend_refiner_state(state, "refiner.", self.config.refiner_extra)
+            self.student.load_weights(state, source=str(init_from))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:

@@ -454,3 +454,25 @@ def test_int8_conv_selections_on_a_hand_built_graph(tmp_path):
     assert spatial_convs(model) == ["kxk"]
     # wide_1x1 reads the graph input x: 8 input channels -> too thin; wide_1x1_b: 64 -> 96
     assert spatial_convs(model, DENSE_MIN_CHANNELS) == ["kxk", "wide_1x1_b"]
+
+
+@pytest.mark.parametrize("extra", ["mask", "chroma"])
+def test_export_student_with_a_refiner_extra_guide(work, tmp_path, extra):
+    """A student whose refiner has a second alpha guide exports with fp32 parity, alpha-only too."""
+    import dataclasses
+
+    from mamakit.student.models import StudentNet
+
+    base = _tiny_student(5)
+    m = StudentNet(dataclasses.replace(base.config, refiner_extra=extra)).eval()
+    with torch.no_grad():
+        for p in m.refiner.conv[-1].parameters():  # a non-zero slope on every guide
+            p.normal_(0, 0.3)
+    m.save_pretrained(tmp_path / "s")
+    for flags in ([], ["--no-fgr"]):
+        out = tmp_path / f"b{len(flags)}"
+        proc = run_cli("export", "onnx", "--checkpoint", tmp_path / "s", "--out", out, "--size", "128x96",
+                       "--parity-frames", "3", *flags)
+        assert proc.returncode == 0, proc.stderr
+        m_ = _manifest(out)
+        assert m_["parity"]["passed"], m_["parity"]

@@ -249,3 +249,11 @@ def test_distill_init_from_a_student_folder_starts_from_its_weights(tmp_path):
         StudentDistillation(size="small", init_from=str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="does not match"):
         StudentDistillation(size="large", init_from=str(tmp_path / "stage1"))
+    # a refiner with an extra alpha guide grows from a student without one: same weights elsewhere,
+    # zero slope on the new guide
+    grown = StudentDistillation(size="small", student={"refiner_extra": "mask"}, init_from=str(tmp_path / "stage1"))
+    for k, v in grown.student.state_dict().items():
+        if k in theirs and v.shape == theirs[k].shape:
+            assert torch.equal(v, theirs[k]), k
+    assert torch.count_nonzero(grown.student.refiner.conv[-1].weight[4]) == 0
+    assert grown.student.refiner.conv[0].weight.shape[1] == src.refiner.conv[0].weight.shape[1] + 2

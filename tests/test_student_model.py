@@ -154,3 +154,43 @@ def test_student_refiner_is_the_guided_filter_and_alpha_only_matches():
     assert torch.allclose(out_fgr, want[:, :3], atol=1e-5)
     assert torch.allclose(out_pha, want[:, 3:], atol=1e-5)
     assert torch.allclose(pha_only, want[:, 3:], atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", ["mask", "chroma"])
+def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra):
+    """refiner_extra adds a second full-resolution alpha guide (the coarse mask, or a learned colour
+    projection). A student grown by extend_refiner_state computes exactly what it did before (new
+    slope zero); a non-zero slope changes alpha by that slope times the extra guide, at full resolution;
+    the alpha-only path agrees with the full one; unknown names are a ConfigError."""
+    import dataclasses
+
+    from mamakit.student.models.refiner import extend_refiner_state
+
+    torch.manual_seed(1)
+    base = StudentNet(dataclasses.replace(_tiny(), downsample_ratio=0.25)).eval()
+    with torch.no_grad():  # a "trained" refiner: non-zero slopes
+        for p in base.refiner.conv[-1].parameters():
+            p.normal_(0, 0.3)
+    grown = StudentNet(dataclasses.replace(base.config, refiner_extra=extra)).eval()
+    grown.load_weights(extend_refiner_state(base.state_dict(), "refiner.", extra))
+    src = torch.rand(1, 3, 72, 128)
+    g = torch.zeros(1, 1, 72, 128)
+    g[..., 20:50, 30:90] = 1.0
+    st = base.initial_state(1, 72, 128)
+    with torch.no_grad():
+        want, _, *_ = base(src, g, *st)
+        same, _, *_ = grown(src, g, *st)
+        assert torch.equal(want, same)
+        bias = grown.refiner.conv[-1].bias
+        bias[4] = 0.5  # a constant slope 0.5 on the extra guide (and the local mean it removes)
+        moved, _, *_ = grown(src, g, *st)
+        alpha_only, *_ = grown.forward_alpha(src, g, *st)
+    assert torch.allclose(moved, alpha_only, atol=1e-6)
+    assert (moved - want).abs().max() > 0.05
+    if extra == "mask":  # the mask's own full-resolution edge shows up in alpha
+        edge = (moved - want)[..., 30:40, 25:35].abs().amax()
+        assert edge > 0.1, edge
+    with pytest.raises(ConfigError, match="refiner_extra"):
+        StudentConfig(refiner_extra="depth")
+    assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
+                                    if k != "refiner_extra"}).refiner_extra == "none"

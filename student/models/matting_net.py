@@ -24,7 +24,7 @@ from mamakit.errors import ConfigError
 from .decoder import RecurrentDecoder
 from .encoder import ENCODERS, MobileNetV3Encoder
 from .layers import half_size
-from .refiner import DeepGuidedFilterRefiner
+from .refiner import REFINER_EXTRAS, DeepGuidedFilterRefiner
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class StudentConfig:
     #: cpu-default recipe it trained to a worse student, see docs/student.md); False: the guide
     #: enters only at the trunk resolution.
     guide_residual: bool = False
+    #: a second full-resolution guide for the refiner's alpha: "none", "mask" (the coarse mask's own
+    #: edge) or "chroma" (a learned colour projection of the frame); see refiner.py
+    refiner_extra: str = "none"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -60,6 +63,9 @@ class StudentConfig:
             raise ConfigError(f"student encoder {self.encoder!r} is unknown: use one of {', '.join(ENCODERS)}")
         if not 0.05 <= float(self.downsample_ratio) <= 1.0:
             raise ConfigError(f"student downsample_ratio must be in [0.05, 1], got {self.downsample_ratio}")
+        if self.refiner_extra not in REFINER_EXTRAS:
+            raise ConfigError(f"student refiner_extra {self.refiner_extra!r} is unknown: use one of "
+                              f"{', '.join(REFINER_EXTRAS)}")
         if len(self.decoder_channels) != 5 or len(self.decoder_separable) != 5:
             raise ConfigError("student decoder_channels and decoder_separable need 5 entries (1/16 .. trunk)")
         if any(int(c) < 2 for c in self.decoder_channels):
@@ -117,7 +123,8 @@ class StudentNet(nn.Module):
         self.decoder = RecurrentDecoder(self.encoder.channels, cfg.decoder_channels, img_channels=4,
                                         separable=cfg.decoder_separable)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
-        self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius)
+        self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius,
+                                               cfg.refiner_extra)
         # start as "the guide, box-filtered and upsampled": zero alpha correction, zero foreground
         # residual, zero guided-filter slope (A = 0 -> output = local mean of the low-res prediction)
         for conv in (self.head, self.refiner.conv[-1]):
@@ -195,7 +202,7 @@ class StudentNet(nn.Module):
         # a correction of the guide: the mask is a coarse alpha
         base_pha = out[:, 3:] if residual else out[:, 3:] + low[:, 3:]
         if (h, w) != (H, W):
-            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr)
+            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr, guide, low[:, 3:])
         else:
             fgr, pha = (base_fgr if want_fgr else None), base_pha
         if residual:
