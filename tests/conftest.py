@@ -51,10 +51,16 @@ def popen_interruptible(cmd, **kw) -> subprocess.Popen:
     """Popen for a child the test will stop with SIGINT (Ctrl-C). A process started with SIGINT
     ignored (any background job of a non-interactive shell, e.g. a CI script run with ``&``) passes
     that on to its children, and Python then installs no KeyboardInterrupt handler — the child would
-    never see the test's Ctrl-C. Restore the default disposition in the child first."""
+    never see the test's Ctrl-C. An ignored signal stays ignored across exec, a handled one is reset to
+    the default, so handle SIGINT in this (main) thread while the child starts (no ``preexec_fn``,
+    which is unsafe with threads running)."""
     import signal
 
-    return subprocess.Popen(cmd, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(cmd, **kw)
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def assert_one_line_error(proc, code: int = 2, contains: str | None = None):
