@@ -104,7 +104,7 @@ class StudentDistillation(pl.LightningModule):
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:
-            raise ConfigError(f"model.loss_weights: {exc}: valid keys are l1, laplacian, gradient, temporal, fgr, feature") from exc
+            raise ConfigError(f"model.loss_weights: {exc}: valid keys are l1, mse, laplacian, gradient, temporal, fgr, feature") from exc
         if tbptt < 1:
             raise ConfigError(f"model.tbptt must be >= 1, got {tbptt}")
         if self.weights.feature > 0:
@@ -159,6 +159,8 @@ class StudentDistillation(pl.LightningModule):
     def clip_losses(self, pha, fgr, target, tgt_fgr, has_fgr, prev_pha, prev_target, feat=None, teacher_feat=None):
         w = self.weights
         terms = {"l1": torch.nn.functional.l1_loss(pha, target)}
+        if w.mse:
+            terms["mse"] = torch.nn.functional.mse_loss(pha, target)
         if w.laplacian:
             terms["laplacian"] = L.laplacian_loss(pha, target)
         if w.gradient:

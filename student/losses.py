@@ -10,6 +10,9 @@ from torch.nn import functional as F
 @dataclass(frozen=True)
 class LossWeights:
     l1: float = 1.0
+    #: squared error on alpha (weighs the large, far-from-the-edge mistakes — spill, holes — that
+    #: dominate dtSSD, an L2 metric, more than L1 does)
+    mse: float = 0.0
     laplacian: float = 1.0
     gradient: float = 1.0
     temporal: float = 5.0

@@ -188,6 +188,18 @@ def test_student_corrupt_samples_skipped_and_counted(tmp_path, caplog):
     assert any("corrupt sample" in r.getMessage() for r in caplog.records)
 
 
+def test_student_mse_weight_adds_squared_alpha_error():
+    torch.manual_seed(0)
+    pha, target = torch.rand(2, 3, 1, 16, 16), torch.rand(2, 3, 1, 16, 16)
+    fgr = torch.rand(2, 3, 3, 16, 16)
+    args = (pha, fgr, target, fgr, torch.zeros(2), None, None)
+    base, terms0 = StudentDistillation(student=TINY_STUDENT).clip_losses(*args)
+    total, terms = StudentDistillation(student=TINY_STUDENT, loss_weights={"mse": 3.0}).clip_losses(*args)
+    assert "mse" not in terms0 and "mse" in terms
+    assert float(terms["mse"]) == pytest.approx(float(((pha - target) ** 2).mean()), rel=1e-6)
+    assert float(total - base) == pytest.approx(3.0 * float(terms["mse"]), rel=1e-5)
+
+
 def test_student_short_clips_and_bad_config_fail_before_training(tmp_path):
     root = _write_dataset(tmp_path / "ds", 1, 2)
     dm = StudentData(**{**TINY_DATA, "source": "dataset", "root": str(root), "clip_frames": 3})
