@@ -187,6 +187,41 @@ def breakdown(preds: list[np.ndarray], clips: list[dict]) -> dict[str, dict[str,
                 "dtssd": float(np.mean(v["dtssd"])) if v["dtssd"] else None} for c, v in acc.items()}
 
 
+#: pixel regions of :func:`region_breakdown`, in table order
+REGIONS = ("soft", "edge", "far")
+
+
+def gt_regions(gt: np.ndarray, band: int = 5) -> dict[str, np.ndarray]:
+    """Boolean masks of one GT alpha: ``soft`` (0.02 < alpha < 0.98: hair, blur, transparency), ``edge``
+    (opaque or empty pixels within ``band`` px of the binarised GT's boundary) and ``far`` (the rest:
+    interiors and background, where a mistake is a hole or a spill rather than a misplaced edge)."""
+    import cv2
+
+    soft = (gt > 0.02) & (gt < 0.98)
+    hard = (gt > 0.5).astype(np.uint8)
+    k = np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    edge = (cv2.dilate(hard, k) != cv2.erode(hard, k)) & ~soft
+    return {"soft": soft, "edge": edge, "far": ~soft & ~edge}
+
+
+def region_breakdown(preds: list[np.ndarray], clips: list[dict]) -> dict[str, dict[str, float]]:
+    """On the normal frames (after frame 0): each region's share of the per-frame MAD (x1e3, the parts
+    add up to the frame's MAD) and of the squared dtSSD (x1e4, the parts add up to dtSSD**2) — whether a
+    method loses on edges, on soft detail, or on holes and spill away from the edges."""
+    acc = {r: {"mad": [], "dtssd2": []} for r in REGIONS}
+    for pred, c in zip(preds, clips):
+        gt = c["alpha"]
+        for t, cond in enumerate(frame_conditions(c["ops"], len(gt))):
+            if cond != "normal" or t == 0:
+                continue
+            err = pred[t].astype(np.float64) - gt[t]
+            d = (pred[t].astype(np.float64) - pred[t - 1]) - (gt[t].astype(np.float64) - gt[t - 1])
+            for r, m in gt_regions(gt[t]).items():
+                acc[r]["mad"].append(float(np.abs(err[m]).sum()) / err.size * 1e3)
+                acc[r]["dtssd2"].append(float((d[m] ** 2).sum()) / d.size * 1e4)
+    return {r: {k: (float(np.mean(v)) if v else None) for k, v in a.items()} for r, a in acc.items()}
+
+
 def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"  # None: no such frames (dtSSD: only frame 0)
 
@@ -270,6 +305,7 @@ def main(argv=None) -> int:
                  rows["teacher"][-1]["mad"], rows["student"][-1]["mad"])
     quality = {k: {m: float(np.mean([r[m] for r in v])) for m in ("mad", "grad", "dtssd")} for k, v in rows.items()}
     by_condition = {k: breakdown(preds[k], clips) for k in ("mask", "teacher", "student")}
+    by_region = {k: region_breakdown(preds[k], clips) for k in ("mask", "teacher", "student")}
 
     # ---- speed at 1280x720 (same machine, same run)
     sw, sh = 1280, 720
@@ -311,6 +347,7 @@ def main(argv=None) -> int:
         "quality": quality,
         "per_clip_mad": {k: {c["name"]: r["mad"] for c, r in zip(clips, v)} for k, v in rows.items()},
         "by_mask_condition": by_condition,
+        "normal_frames_by_region": by_region,
         "speed_1280x720": {"teacher_s_per_frame": t_teacher, "student_s_per_frame": t_student,
                            "speedup": t_teacher / t_student, "student_threads": torch.get_num_threads(),
                            "bundle": str(bundle) if t_bundle else None,
@@ -349,6 +386,14 @@ def main(argv=None) -> int:
         if n:
             print(f"| {cond} | {n} | " + " | ".join(_num(v[cond]["mad"]) for v in by_condition.values()) + " | "
                   + " | ".join(_num(v[cond]["dtssd"]) for v in by_condition.values()) + " |")
+    print("\nNormal frames by region (soft: 0.02 < GT < 0.98; edge: within 5 px of the GT boundary; far: the rest) -"
+          " each region's part of the MAD and of dtSSD squared:\n")
+    print("| region | " + " | ".join(f"{k} MAD part" for k in by_region) + " | "
+          + " | ".join(f"{k} dtSSD² part" for k in by_region) + " |")
+    print("|---|" + "---:|" * (2 * len(by_region)))
+    for reg in REGIONS:
+        print(f"| {reg} | " + " | ".join(_num(v[reg]["mad"]) for v in by_region.values()) + " | "
+              + " | ".join(_num(v[reg]["dtssd2"]) for v in by_region.values()) + " |")
     sp = result["speed_1280x720"]
     print(f"\nPer frame at 1280x720: teacher {sp['teacher_s_per_frame'] * 1e3:.0f} ms, student "
           f"{sp['student_s_per_frame'] * 1e3:.1f} ms (PyTorch, {sp['student_threads']} threads) -> "
