@@ -100,6 +100,9 @@ class StudentDistillation(pl.LightningModule):
                 from mamakit.student.models.refiner import extend_refiner_state
 
                 state = extend_refiner_state(state, "refiner.", self.config.refiner_extra)
+            if src.config.coarse_blocks < self.config.coarse_blocks:
+                # grow by identity-initialised residual blocks at 1/16: the same output to start with
+                state = self.student.grow_state(state)
             self.student.load_weights(state, source=str(init_from))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))

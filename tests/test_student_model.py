@@ -194,3 +194,36 @@ def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra
         StudentConfig(refiner_extra="depth")
     assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
                                     if k != "refiner_extra"}).refiner_extra == "none"
+
+
+def test_student_coarse_blocks_grow_a_trained_student_exactly_and_are_used():
+    """coarse_blocks adds identity-initialised residual blocks at 1/16: grow_state makes the bigger
+    student compute exactly what the smaller one did; moving a block's last conv changes alpha; old
+    configs (no key) read as 0; out-of-range counts are a ConfigError."""
+    import dataclasses
+
+    torch.manual_seed(2)
+    base = StudentNet(dataclasses.replace(_tiny(), downsample_ratio=0.5)).eval()
+    with torch.no_grad():  # a "trained" head and 1/16 context (at random init both are ~0)
+        for p in base.head.parameters():
+            p.normal_(0, 0.3)
+        base.decoder.context.proj[1].bias.fill_(0.5)
+    grown = StudentNet(dataclasses.replace(base.config, coarse_blocks=2)).eval()
+    assert len(grown.decoder.coarse) == 2 and not hasattr(base.decoder, "coarse")
+    grown.load_weights(grown.grow_state(base.state_dict()))
+    src = torch.rand(1, 3, 64, 96)
+    g = torch.zeros(1, 1, 64, 96)
+    g[..., 16:48, 24:72] = 1.0
+    st = base.initial_state(1, 64, 96)
+    with torch.no_grad():
+        want, _, *s0 = base(src, g, *st)
+        same, _, *s1 = grown(src, g, *st)
+        assert torch.equal(want, same) and all(torch.equal(a, b) for a, b in zip(s0, s1))
+        grown.decoder.coarse[1].conv2.weight.normal_(0, 0.5)
+        moved, _, *_ = grown(src, g, *st)
+    # exactly equal before, different now: the block is on the path (a random-init decoder damps it)
+    assert float((moved - want).abs().max()) > 1e-6
+    with pytest.raises(ConfigError, match="coarse_blocks"):
+        StudentConfig(coarse_blocks=-1)
+    assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
+                                    if k != "coarse_blocks"}).coarse_blocks == 0

@@ -57,6 +57,21 @@ class ContextBlock(nn.Module):
         return self.proj(x) * torch.sigmoid(self.att(x.mean(dim=(2, 3), keepdim=True)))
 
 
+class ResBlock(nn.Module):
+    """3x3 conv-BN-ReLU, 3x3 conv, plus the input. The last conv starts at zero, so a block added to a
+    trained decoder leaves its output unchanged until fine-tuning moves it (see ``coarse_blocks``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ConvBNAct(channels, channels, 3)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(self.conv1(x))
+
+
 class UpBlock(nn.Module):
     """Upsample to the skip's size, concat (x, skip, downsampled input), conv, GRU."""
 
@@ -95,11 +110,15 @@ class RecurrentDecoder(nn.Module):
     """``channels`` = (c16, c8, c4, c2, c1): block widths from coarse to the trunk resolution."""
 
     def __init__(self, enc_channels: list[int], channels: tuple[int, ...], img_channels: int = 4,
-                 separable: tuple[bool, ...] = (False, False, False, True, True)):
+                 separable: tuple[bool, ...] = (False, False, False, True, True), coarse_blocks: int = 0):
         super().__init__()
         e2, e4, e8, e16 = enc_channels
         c16, c8, c4, c2, c1 = channels
         self.context = ContextBlock(e16, c16)
+        # extra residual blocks at 1/16 (a few MFLOPs at 720p): more capacity where the decoder decides
+        # what is foreground; absent (not an empty Sequential) when 0, so older weights load unchanged
+        if coarse_blocks:
+            self.coarse = nn.Sequential(*[ResBlock(c16) for _ in range(int(coarse_blocks))])
         self.gru16 = GRUBlock(c16)
         self.up8 = UpBlock(c16, e8, img_channels, c8, separable[1])
         self.up4 = UpBlock(c8, e4, img_channels, c4, separable[2])
@@ -113,6 +132,8 @@ class RecurrentDecoder(nn.Module):
 
     def forward(self, img, f2, f4, f8, f16, s2, s4, s8, r1, r2, r3, r4):
         x = self.context(f16)
+        if hasattr(self, "coarse"):
+            x = self.coarse(x)
         x, r4 = self.gru16(x, r4)
         x, r3 = self.up8(x, f8, s8, r3)
         x, r2 = self.up4(x, f4, s4, r2)

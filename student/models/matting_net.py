@@ -56,6 +56,9 @@ class StudentConfig:
     #: a second full-resolution guide for the refiner's alpha: "none", "mask" (the coarse mask's own
     #: edge) or "chroma" (a learned colour projection of the frame); see refiner.py
     refiner_extra: str = "none"
+    #: extra residual 3x3 blocks at 1/16 of the trunk (decoder.coarse); each starts as the identity, so
+    #: ``model.init_from`` can grow a trained student by them exactly (see grow_state)
+    coarse_blocks: int = 0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -66,6 +69,9 @@ class StudentConfig:
         if self.refiner_extra not in REFINER_EXTRAS:
             raise ConfigError(f"student refiner_extra {self.refiner_extra!r} is unknown: use one of "
                               f"{', '.join(REFINER_EXTRAS)}")
+        if not 0 <= int(self.coarse_blocks) <= 8:
+            raise ConfigError(f"student coarse_blocks must be in 0..8, got {self.coarse_blocks}")
+        object.__setattr__(self, "coarse_blocks", int(self.coarse_blocks))
         if len(self.decoder_channels) != 5 or len(self.decoder_separable) != 5:
             raise ConfigError("student decoder_channels and decoder_separable need 5 entries (1/16 .. trunk)")
         if any(int(c) < 2 for c in self.decoder_channels):
@@ -121,7 +127,7 @@ class StudentNet(nn.Module):
         cfg = self.config
         self.encoder = MobileNetV3Encoder(cfg.encoder, in_channels=4, se=cfg.squeeze_excite)
         self.decoder = RecurrentDecoder(self.encoder.channels, cfg.decoder_channels, img_channels=4,
-                                        separable=cfg.decoder_separable)
+                                        separable=cfg.decoder_separable, coarse_blocks=cfg.coarse_blocks)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
         self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius,
                                                cfg.refiner_extra)
@@ -280,6 +286,15 @@ class StudentNet(nn.Module):
         model.load_weights(state, source=str(w_file))
         model.eval()
         return model
+
+    def grow_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` of a student with fewer ``coarse_blocks``, completed with this model's own
+        (identity-initialised) extra blocks: loading it gives exactly the smaller student's output."""
+        out = dict(state)
+        for k, v in self.state_dict().items():
+            if k.startswith("decoder.coarse.") and k not in out:
+                out[k] = v.detach().clone()
+        return out
 
     def load_weights(self, state: dict[str, torch.Tensor], source: str = "weights") -> None:
         """Load a state dict strictly; missing/unexpected keys or shape mismatches are a ConfigError."""
