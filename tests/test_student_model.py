@@ -156,6 +156,14 @@ def test_student_refiner_is_the_guided_filter_and_alpha_only_matches():
     assert torch.allclose(pha_only, want[:, 3:], atol=1e-5)
 
 
+def _frame_box_state(model, h: int, w: int, box: tuple[int, int, int, int]):
+    """A random frame, a box mask (rows y0:y1, columns x0:x1) and the model's zero state."""
+    y0, y1, x0, x1 = box
+    g = torch.zeros(1, 1, h, w)
+    g[..., y0:y1, x0:x1] = 1.0
+    return torch.rand(1, 3, h, w), g, model.initial_state(1, h, w)
+
+
 @pytest.mark.parametrize("extra", ["mask", "chroma"])
 def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra):
     """refiner_extra adds a second full-resolution alpha guide (the coarse mask, or a learned colour
@@ -173,10 +181,7 @@ def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra
             p.normal_(0, 0.3)
     grown = StudentNet(dataclasses.replace(base.config, refiner_extra=extra)).eval()
     grown.load_weights(extend_refiner_state(base.state_dict(), "refiner.", extra))
-    src = torch.rand(1, 3, 72, 128)
-    g = torch.zeros(1, 1, 72, 128)
-    g[..., 20:50, 30:90] = 1.0
-    st = base.initial_state(1, 72, 128)
+    src, g, st = _frame_box_state(base, 72, 128, (20, 50, 30, 90))
     with torch.no_grad():
         want, _, *_ = base(src, g, *st)
         same, _, *_ = grown(src, g, *st)
@@ -211,10 +216,7 @@ def test_student_coarse_blocks_grow_a_trained_student_exactly_and_are_used():
     grown = StudentNet(dataclasses.replace(base.config, coarse_blocks=2)).eval()
     assert len(grown.decoder.coarse) == 2 and not hasattr(base.decoder, "coarse")
     grown.load_weights(grown.grow_state(base.state_dict()))
-    src = torch.rand(1, 3, 64, 96)
-    g = torch.zeros(1, 1, 64, 96)
-    g[..., 16:48, 24:72] = 1.0
-    st = base.initial_state(1, 64, 96)
+    src, g, st = _frame_box_state(base, 64, 96, (16, 48, 24, 72))
     with torch.no_grad():
         want, _, *s0 = base(src, g, *st)
         same, _, *s1 = grown(src, g, *st)
