@@ -214,7 +214,7 @@ def test_student_coarse_blocks_grow_a_trained_student_exactly_and_are_used():
             p.normal_(0, 0.3)
         base.decoder.context.proj[1].bias.fill_(0.5)
     grown = StudentNet(dataclasses.replace(base.config, coarse_blocks=2)).eval()
-    assert len(grown.decoder.coarse) == 2 and not hasattr(base.decoder, "coarse")
+    assert len(grown.decoder.coarse) == 2 and len(base.decoder.coarse) == 0
     grown.load_weights(grown.grow_state(base.state_dict()))
     src, g, st = _frame_box_state(base, 64, 96, (16, 48, 24, 72))
     with torch.no_grad():

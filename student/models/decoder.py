@@ -115,10 +115,9 @@ class RecurrentDecoder(nn.Module):
         e2, e4, e8, e16 = enc_channels
         c16, c8, c4, c2, c1 = channels
         self.context = ContextBlock(e16, c16)
-        # extra residual blocks at 1/16 (a few MFLOPs at 720p): more capacity where the decoder decides
-        # what is foreground; absent (not an empty Sequential) when 0, so older weights load unchanged
-        if coarse_blocks:
-            self.coarse = nn.Sequential(*[ResBlock(c16) for _ in range(int(coarse_blocks))])
+        # extra residual blocks at 1/16 (~0.01 GFLOPs each at 720p): more capacity where the decoder decides
+        # what is foreground; with none, an empty Sequential (no weights, no graph nodes)
+        self.coarse = nn.Sequential(*[ResBlock(c16) for _ in range(int(coarse_blocks))])
         self.gru16 = GRUBlock(c16)
         self.up8 = UpBlock(c16, e8, img_channels, c8, separable[1])
         self.up4 = UpBlock(c8, e4, img_channels, c4, separable[2])
@@ -131,9 +130,7 @@ class RecurrentDecoder(nn.Module):
                 self.up8.gru.gru.channels, self.gru16.gru.channels]
 
     def forward(self, img, f2, f4, f8, f16, s2, s4, s8, r1, r2, r3, r4):
-        x = self.context(f16)
-        if hasattr(self, "coarse"):
-            x = self.coarse(x)
+        x = self.coarse(self.context(f16))
         x, r4 = self.gru16(x, r4)
         x, r3 = self.up8(x, f8, s8, r3)
         x, r2 = self.up4(x, f4, s4, r2)
