@@ -11,6 +11,7 @@ student's previous alpha, detached.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -85,29 +86,21 @@ class StudentDistillation(pl.LightningModule):
         self.config = StudentConfig.preset(size, **(student or {}))
         train_cfg = self.config
         if train_downsample_ratio is not None:
-            import dataclasses
-
             train_cfg = dataclasses.replace(self.config, downsample_ratio=float(train_downsample_ratio))
         self.student = StudentNet(train_cfg)
         if init_from:
             from mamakit.student.loading import load_student
 
             src = load_student(init_from)
-            state = src.state_dict()
-            if src.config.refiner_extra == "none" and self.config.refiner_extra != "none":
-                # grow the refiner by the new guide with a zero slope: the fine-tune starts from exactly
-                # the source student's output
-                from mamakit.student.models.refiner import extend_refiner_state
-
-                state = extend_refiner_state(state, "refiner.", self.config.refiner_extra)
-            if src.config.coarse_blocks < self.config.coarse_blocks:
-                # grow by identity-initialised residual blocks at 1/16: the same output to start with
-                state = self.student.grow_state(state)
+            # a smaller source (no extra refiner guide, fewer coarse blocks) is grown exactly: the
+            # fine-tune starts from the source student's output
+            state = self.student.grow_state(src.state_dict())
             self.student.load_weights(state, source=str(init_from))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:
-            raise ConfigError(f"model.loss_weights: {exc}: valid keys are l1, mse, laplacian, gradient, temporal, fgr, feature") from exc
+            valid = ", ".join(f.name for f in dataclasses.fields(L.LossWeights))
+            raise ConfigError(f"model.loss_weights: {exc}: valid keys are {valid}") from exc
         if tbptt < 1:
             raise ConfigError(f"model.tbptt must be >= 1, got {tbptt}")
         if self.weights.feature > 0:

@@ -167,12 +167,10 @@ def _frame_box_state(model, h: int, w: int, box: tuple[int, int, int, int]):
 @pytest.mark.parametrize("extra", ["mask", "chroma"])
 def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra):
     """refiner_extra adds a second full-resolution alpha guide (the coarse mask, or a learned colour
-    projection). A student grown by extend_refiner_state computes exactly what it did before (new
+    projection). A student grown by grow_state computes exactly what it did before (new
     slope zero); a non-zero slope changes alpha by that slope times the extra guide, at full resolution;
     the alpha-only path agrees with the full one; unknown names are a ConfigError."""
     import dataclasses
-
-    from mamakit.student.models.refiner import extend_refiner_state
 
     torch.manual_seed(1)
     base = StudentNet(dataclasses.replace(_tiny(), downsample_ratio=0.25)).eval()
@@ -180,7 +178,7 @@ def test_student_refiner_extra_guide_extends_a_trained_student_and_is_used(extra
         for p in base.refiner.conv[-1].parameters():
             p.normal_(0, 0.3)
     grown = StudentNet(dataclasses.replace(base.config, refiner_extra=extra)).eval()
-    grown.load_weights(extend_refiner_state(base.state_dict(), "refiner.", extra))
+    grown.load_weights(grown.grow_state(base.state_dict()))
     src, g, st = _frame_box_state(base, 72, 128, (20, 50, 30, 90))
     with torch.no_grad():
         want, _, *_ = base(src, g, *st)

@@ -288,9 +288,17 @@ class StudentNet(nn.Module):
         return model
 
     def grow_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` of a student with fewer ``coarse_blocks``, completed with this model's own
-        (identity-initialised) extra blocks: loading it gives exactly the smaller student's output."""
+        """``state`` of a smaller student of the same trunk — no ``refiner_extra`` guide, fewer
+        ``coarse_blocks`` — grown to this model's shapes so that loading it gives exactly the smaller
+        student's output: the extra guide gets a zero slope, the extra blocks this model's own
+        identity-initialised weights. A state that already fits is returned as it is (a copy)."""
+        from .refiner import extend_refiner_state
+
         out = dict(state)
+        key = "refiner.conv.0.weight"
+        if (self.config.refiner_extra != "none" and key in out
+                and out[key].shape[1] < self.state_dict()[key].shape[1]):
+            out = extend_refiner_state(out, "refiner.", self.config.refiner_extra)
         for k, v in self.state_dict().items():
             if k.startswith("decoder.coarse.") and k not in out:
                 out[k] = v.detach().clone()
