@@ -53,10 +53,12 @@ class SynthConfig:
     bg_motion: float = 0.5           # bg motion relative to fg motion limits
     p_procedural_bg: float = 0.35
     p_gray_fg_texture: float = 0.25
+    p_extra_texture: float = 0.6     # with extra textures given: share of fg / photo bg textures taken from them
     fps: float = 25.0
 
     def __post_init__(self):
-        for name in ("p_hole", "p_hair", "p_transparent", "p_motion_blur", "p_procedural_bg", "p_gray_fg_texture"):
+        for name in ("p_hole", "p_hair", "p_transparent", "p_motion_blur", "p_procedural_bg", "p_gray_fg_texture",
+                     "p_extra_texture"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"SynthConfig.{name} must be in [0, 1], got {v}")
@@ -106,6 +108,36 @@ def _photo_bank() -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         raise DependencyError("scikit-image is installed but its bundled photos cannot be loaded: "
                               "reinstall it with `pip install --force-reinstall \"mamakit[train]\"`")
     return tuple(colour), tuple(gray)
+
+
+def load_textures(paths: Sequence[str | os.PathLike], per_source: int = 8, max_side: int = 1024) -> tuple[np.ndarray, ...]:
+    """Extra texture photos for :func:`make_clip` from image files, image folders and videos.
+
+    Up to ``per_source`` frames evenly spread over each folder or video (all of a single image),
+    downscaled so that the longer side is at most ``max_side``. Real footage of the deployment domain
+    (people, rooms, objects) gives the student textures that the few bundled photos lack.
+    The order is fixed by the paths, so the same paths and seed give the same clips.
+    """
+    from mamakit.io import open_source
+
+    if per_source < 1:
+        raise ConfigError(f"per_source must be at least 1, got {per_source}")
+    out: list[np.ndarray] = []
+    for spec in paths:
+        with open_source(str(spec)) as src:
+            if src.is_live:
+                raise ConfigError(f"texture source {spec} is a live stream: pass image files, folders or videos")
+            frames = [f.image for f in src]  # the clips used here are short: decode, then pick
+        if not frames:
+            raise ConfigError(f"texture source {spec} has no frames")
+        pick = np.unique(np.linspace(0, len(frames) - 1, min(per_source, len(frames))).round().astype(int))
+        for i in pick:
+            img = frames[int(i)]
+            s = max_side / max(img.shape[:2])
+            if s < 1:
+                img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
+            out.append(np.ascontiguousarray(img[..., :3], dtype=np.uint8))
+    return tuple(out)
 
 
 def _rng(rng_or_seed) -> np.random.Generator:
@@ -281,8 +313,13 @@ def _line_kernel(dx: float, dy: float) -> np.ndarray | None:
 
 
 def make_clip(rng_or_seed=0, frames: int = 8, size: tuple[int, int] = (128, 128), *,
-              cfg: SynthConfig = SynthConfig(), degrade_cfg: DegradeConfig = DegradeConfig()) -> SynthClip:
-    """Generate one clip in memory. ``size`` is (w, h); ``rng_or_seed`` an int, SeedSequence or Generator."""
+              cfg: SynthConfig = SynthConfig(), degrade_cfg: DegradeConfig = DegradeConfig(),
+              textures: Sequence[np.ndarray] = ()) -> SynthClip:
+    """Generate one clip in memory. ``size`` is (w, h); ``rng_or_seed`` an int, SeedSequence or Generator.
+
+    ``textures`` (RGB uint8 photos, e.g. from :func:`load_textures`) are drawn for the foreground and
+    for photo backgrounds with probability ``cfg.p_extra_texture`` each; without them the clip is the
+    same as before they existed (no extra random draws)."""
     w, h = int(size[0]), int(size[1])
     T = int(frames)
     if w < 16 or h < 16:
@@ -296,7 +333,9 @@ def make_clip(rng_or_seed=0, frames: int = 8, size: tuple[int, int] = (128, 128)
     px, py = w // 2, h // 2
     cw, ch = w + 2 * px, h + 2 * py
     alpha0, strands = _foreground_alpha(cw, ch, min(w, h), rng, cfg)
-    if gray and rng.random() < cfg.p_gray_fg_texture:
+    if textures and rng.random() < cfg.p_extra_texture:
+        tex = _crop_resize(textures[int(rng.integers(len(textures)))], cw, ch, rng, (0.3, 0.9))
+    elif gray and rng.random() < cfg.p_gray_fg_texture:
         tex = _tint_gray(_crop_resize(gray[int(rng.integers(len(gray)))], cw, ch, rng, (0.3, 0.9)), rng)
     else:
         tex = _crop_resize(colour[int(rng.integers(len(colour)))], cw, ch, rng, (0.3, 0.9))
@@ -311,7 +350,7 @@ def make_clip(rng_or_seed=0, frames: int = 8, size: tuple[int, int] = (128, 128)
     if rng.random() < cfg.p_procedural_bg:
         bg0 = procedural_texture(w, h, rng)
     else:
-        pool = colour + gray
+        pool = tuple(textures) if textures and rng.random() < cfg.p_extra_texture else colour + gray
         img = pool[int(rng.integers(len(pool)))]
         bg0 = _crop_resize(img, w, h, rng, (0.4, 1.0))
         bg0 = _tint_gray(bg0, rng) if bg0.ndim == 2 else bg0
@@ -367,8 +406,12 @@ def clip_id(seed: int, index: int) -> str:
 
 def synth_dataset(out: str | os.PathLike, clips: int, frames: int, size: tuple[int, int], seed: int = 0, *,
                   cfg: SynthConfig = SynthConfig(), degrade_cfg: DegradeConfig = DegradeConfig(),
-                  frame_format: str = "png", progress: Callable[[int], None] | None = None) -> list[str]:
+                  frame_format: str = "png", progress: Callable[[int], None] | None = None,
+                  textures: Sequence[np.ndarray] = (), texture_sources: Sequence[str] = ()) -> list[str]:
     """Write ``clips`` synthetic clips to the dataset folder ``out`` (see docs/dataset.md).
+
+    ``textures``: extra texture photos (:func:`load_textures`); ``texture_sources`` (what they were
+    loaded from) is recorded in every clip's meta.json with their count.
 
     Clip ``i`` depends only on ``(seed, i)``; clips already in the manifest are skipped, so an
     interrupted run resumes. ``progress(n)`` is called after each clip. Returns the clip ids.
@@ -392,10 +435,12 @@ def synth_dataset(out: str | os.PathLike, clips: int, frames: int, size: tuple[i
                 if progress:
                     progress(1)
                 continue
-            clip = make_clip(clip_rng(seed, i), frames, (w, h), cfg=cfg, degrade_cfg=degrade_cfg)
+            clip = make_clip(clip_rng(seed, i), frames, (w, h), cfg=cfg, degrade_cfg=degrade_cfg, textures=textures)
             extra = {"synth": {"seed": int(seed), "index": i, **clip.info}}
             if changed:
                 extra["synth"]["config"] = changed
+            if textures:
+                extra["synth"]["textures"] = {"count": len(textures), "sources": [str(t) for t in texture_sources]}
             dw.write_clip(cid, clip.frames, clip.alpha, clip.masks, clip.fgr, source="synth", fps=cfg.fps,
                           alpha_origin="gt", frame_format=frame_format, extra=extra)
             if progress:

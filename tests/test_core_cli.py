@@ -121,6 +121,9 @@ def test_core_cli_bad_inputs_synth(tmp_path):
         (["--out", tmp_path / "o", "--set", "p_transparent=lots"], "p_transparent"),
         (["--out", tmp_path / "o", "--set", "transparency=0.2"], "2 comma-separated"),
         (["--out", tmp_path / "o", "--set", "p_hair=2"], "p_hair"),
+        (["--out", tmp_path / "o", "--textures", tmp_path / "nope.png"], "does not exist"),
+        (["--out", tmp_path / "o", "--textures", f], "unknown extension"),
+        (["--out", tmp_path / "o", "--textures", tmp_path, "--textures-per-source", "0"], "--textures-per-source"),
     ]
     ds = tmp_path / "evil"
     ds.mkdir()

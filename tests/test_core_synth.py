@@ -10,7 +10,7 @@ import pytest
 from mamakit.dataset import Dataset
 from mamakit.degrade import DegradeConfig
 from mamakit.errors import ConfigError
-from mamakit.synth import SynthConfig, make_clip, procedural_texture, synth_dataset
+from mamakit.synth import SynthConfig, load_textures, make_clip, procedural_texture, synth_dataset
 
 
 def _tree_hashes(root):
@@ -99,3 +99,51 @@ def test_core_synth_textures_and_bad_args():
         SynthConfig(p_hair=2.0)
     m = make_clip(0, 4, (64, 64), degrade_cfg=DegradeConfig(p_clean=1.0, p_temporal=0.0, p_box=0.0))
     np.testing.assert_array_equal(m.masks, (m.alpha > 127 / 255).astype(np.float32))
+
+
+def test_core_synth_extra_textures_from_images_folders_and_videos(tmp_path):
+    import cv2
+
+    from mamakit.io import VideoWriter
+
+    # a red photo, a folder of 3 green-ish images, a 5-frame blue video (all real files, decoded by mamakit.io)
+    red = np.zeros((300, 400, 3), np.uint8)
+    red[..., 0] = 220
+    cv2.imwrite(str(tmp_path / "red.png"), red[..., ::-1])
+    (tmp_path / "folder").mkdir()
+    for i in range(3):
+        g = np.zeros((60, 80, 3), np.uint8)
+        g[..., 1] = 100 + 40 * i
+        cv2.imwrite(str(tmp_path / "folder" / f"{i:03d}.png"), g[..., ::-1])
+    with VideoWriter(tmp_path / "blue.mp4", 10, (64, 48)) as vw:
+        for i in range(5):
+            b = np.zeros((48, 64, 3), np.uint8)
+            b[..., 2] = 200
+            vw.write(b)
+    tex = load_textures([tmp_path / "red.png", tmp_path / "folder", tmp_path / "blue.mp4"], per_source=2, max_side=200)
+    assert len(tex) == 1 + 2 + 2 and all(t.dtype == np.uint8 and t.ndim == 3 for t in tex)
+    assert tex[0].shape == (150, 200, 3)                      # downscaled to the longer side's limit
+    assert tex[1][..., 1].mean() == pytest.approx(100, abs=3) and tex[2][..., 1].mean() == pytest.approx(180, abs=3)
+    assert tex[3][..., 2].mean() > 150 and tex[3][..., 0].mean() < 40
+    with pytest.raises(ConfigError):
+        load_textures([tmp_path / "red.png"], per_source=0)
+    # every texture drawn from the red photo: red foreground and background, exact composite kept
+    cfg = SynthConfig(p_extra_texture=1.0, p_procedural_bg=0.0, p_hair=0.0)
+    c = make_clip(3, 3, (96, 64), cfg=cfg, textures=tex[:1])
+    opaque = c.alpha > 0.99
+    assert opaque.sum() > 100
+    f = c.fgr[opaque].astype(float).mean(0)
+    b = c.bg.reshape(-1, 3).astype(float).mean(0)
+    assert f[0] > 120 and f[0] > 3 * max(f[1], f[2]) and b[0] > 120 and b[0] > 3 * max(b[1], b[2]), (f, b)
+    comp = c.alpha[..., None] * c.fgr + (1 - c.alpha[..., None]) * c.bg.astype(np.float32)
+    assert np.abs(comp - c.frames).max() <= 1
+    # without textures (or with p_extra_texture 0) the photos are the bundled ones: not red
+    plain = make_clip(3, 3, (96, 64), cfg=SynthConfig(p_procedural_bg=0.0, p_hair=0.0))
+    assert not np.array_equal(plain.frames, c.frames)
+    np.testing.assert_array_equal(make_clip(3, 3, (96, 64), textures=()).frames, make_clip(3, 3, (96, 64)).frames)
+    # a dataset records where its textures came from
+    synth_dataset(tmp_path / "ds", clips=1, frames=2, size=(48, 32), seed=1, cfg=cfg, textures=tex[:1],
+                  texture_sources=["red.png"])
+    meta = Dataset(tmp_path / "ds")[0].meta
+    assert meta["synth"]["textures"] == {"count": 1, "sources": ["red.png"]}
+    assert meta["synth"]["config"]["p_extra_texture"] == 1.0

@@ -68,6 +68,12 @@ def add_parser(sub):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="knobs",
                    help="a generator knob (mamakit.synth.SynthConfig field), e.g. --set p_transparent=0.15 "
                         "--set transparency=0.3,0.8; repeatable; recorded in every clip's meta.json")
+    p.add_argument("--textures", action="append", default=[], metavar="PATH",
+                   help="extra texture photos: an image, an image folder or a video (repeatable); up to "
+                        "--textures-per-source frames of each are drawn for foregrounds and photo backgrounds "
+                        "with probability p_extra_texture (default 0.6)")
+    p.add_argument("--textures-per-source", type=int, default=8, metavar="N",
+                   help="frames taken, evenly spread, from each --textures folder or video (default 8)")
     p.set_defaults(func=run)
 
 
@@ -77,7 +83,7 @@ def run(args) -> int:
 
     from mamakit.dataset import DatasetWriter
     from mamakit.errors import ConfigError
-    from mamakit.synth import SynthConfig, _photo_bank, synth_dataset
+    from mamakit.synth import SynthConfig, _photo_bank, load_textures, synth_dataset
 
     size = parse_size(args.size)
     if args.clips < 1 or args.clips > 1_000_000:
@@ -92,11 +98,15 @@ def run(args) -> int:
     DatasetWriter(out)  # validates the target (and an existing manifest) without writing anything
     _photo_bank()  # a missing scikit-image is reported before any work
     cfg = replace(parse_knobs(args.knobs), fps=float(args.fps))
+    if args.textures_per_source < 1:
+        raise ConfigError(f"--textures-per-source must be at least 1, got {args.textures_per_source}")
+    textures = load_textures(args.textures, per_source=args.textures_per_source) if args.textures else ()
     from tqdm import tqdm
 
     with tqdm(total=args.clips, desc="synth", unit="clip", file=sys.stderr,
               disable=getattr(args, "quiet", False), leave=False) as bar:
         ids = synth_dataset(out, args.clips, args.frames, size, args.seed, cfg=cfg,
-                            frame_format="jpg" if args.jpg else "png", progress=bar.update)
+                            frame_format="jpg" if args.jpg else "png", progress=bar.update,
+                            textures=textures, texture_sources=args.textures)
     print(f"wrote {len(ids)} clips x {args.frames} frames at {size[0]}x{size[1]} (seed {args.seed}) to {out}")
     return 0
