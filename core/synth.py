@@ -127,17 +127,25 @@ def load_textures(paths: Sequence[str | os.PathLike], per_source: int = 8, max_s
         with open_source(str(spec)) as src:
             if src.is_live:
                 raise ConfigError(f"texture source {spec} is a live stream: pass image files, folders or videos")
-            frames = [f.image for f in src]  # the clips used here are short: decode, then pick
+            if src.count:  # known length: keep only the picked frames while decoding (long videos stay cheap)
+                want = set(_spread(src.count, per_source).tolist())
+                frames = [f.image for f in src if f.index in want]
+            else:
+                frames = [f.image for f in src]
+                frames = [frames[int(i)] for i in _spread(len(frames), per_source)] if frames else []
         if not frames:
             raise ConfigError(f"texture source {spec} has no frames")
-        pick = np.unique(np.linspace(0, len(frames) - 1, min(per_source, len(frames))).round().astype(int))
-        for i in pick:
-            img = frames[int(i)]
+        for img in frames:
             s = max_side / max(img.shape[:2])
             if s < 1:
                 img = cv2.resize(img, (round(img.shape[1] * s), round(img.shape[0] * s)), interpolation=cv2.INTER_AREA)
             out.append(np.ascontiguousarray(img[..., :3], dtype=np.uint8))
     return tuple(out)
+
+
+def _spread(n: int, k: int) -> np.ndarray:
+    """Up to ``k`` indices evenly spread over ``range(n)``, first and last included."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
 
 
 def _rng(rng_or_seed) -> np.random.Generator:
