@@ -137,10 +137,10 @@ def test_core_synth_extra_textures_from_images_folders_and_videos(tmp_path):
     assert f[0] > 120 and f[0] > 3 * max(f[1], f[2]) and b[0] > 120 and b[0] > 3 * max(b[1], b[2]), (f, b)
     comp = c.alpha[..., None] * c.fgr + (1 - c.alpha[..., None]) * c.bg.astype(np.float32)
     assert np.abs(comp - c.frames).max() <= 1
-    # without textures (or with p_extra_texture 0) the photos are the bundled ones: not red
-    plain = make_clip(3, 3, (96, 64), cfg=SynthConfig(p_procedural_bg=0.0, p_hair=0.0))
-    assert not np.array_equal(plain.frames, c.frames)
-    np.testing.assert_array_equal(make_clip(3, 3, (96, 64), textures=()).frames, make_clip(3, 3, (96, 64)).frames)
+    # with p_extra_texture 0 the photos are the bundled ones again: not red
+    plain = make_clip(3, 3, (96, 64), cfg=SynthConfig(p_extra_texture=0.0, p_procedural_bg=0.0, p_hair=0.0), textures=tex[:1])
+    f0 = plain.fgr[plain.alpha > 0.99].astype(float).mean(0)
+    assert not (f0[0] > 120 and f0[0] > 3 * max(f0[1], f0[2])), f0
     # a dataset records where its textures came from
     synth_dataset(tmp_path / "ds", clips=1, frames=2, size=(48, 32), seed=1, cfg=cfg, textures=tex[:1],
                   texture_sources=["red.png"])
