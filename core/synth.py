@@ -132,7 +132,7 @@ def load_textures(paths: Sequence[str | os.PathLike], per_source: int = 8, max_s
                 frames = [f.image for f in src if f.index in want]
             else:
                 frames = [f.image for f in src]
-                frames = [frames[int(i)] for i in _spread(len(frames), per_source)] if frames else []
+                frames = [frames[int(i)] for i in _spread(len(frames), per_source)]
         if not frames:
             raise ConfigError(f"texture source {spec} has no frames")
         for img in frames:
