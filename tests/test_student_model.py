@@ -227,3 +227,45 @@ def test_student_coarse_blocks_grow_a_trained_student_exactly_and_are_used():
         StudentConfig(coarse_blocks=-1)
     assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
                                     if k != "coarse_blocks"}).coarse_blocks == 0
+
+
+def test_student_trunk_resize_area_is_a_block_mean_and_equals_bilinear_at_2x():
+    import torch.nn.functional as F
+
+    from mamakit.student.models.matting_net import shrink
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 4, 72, 128)
+    bilinear = F.interpolate(x, size=(36, 64), mode="bilinear", align_corners=False)
+    # an exact 2x: the same numbers either way, so students trained at ratio 0.5 can switch
+    assert torch.allclose(shrink(x, (36, 64), "area"), bilinear, atol=1e-6)
+    # an exact 4x: every pixel counts (block mean); bilinear samples only 2x2 of each 4x4 block
+    area4 = shrink(x, (18, 32), "area")
+    assert torch.allclose(area4, x.reshape(2, 4, 18, 4, 32, 4).mean(dim=(3, 5)), atol=1e-6)
+    assert (shrink(x, (18, 32), "bilinear") - area4).abs().max() > 0.1
+    # a non-integer factor: block mean by the integer part, then bilinear; a constant stays constant
+    c = torch.full((1, 1, 72, 128), 0.3)
+    assert shrink(c, (25, 45), "area").shape == (1, 1, 25, 45)
+    assert torch.allclose(shrink(c, (25, 45), "area"), torch.full((1, 1, 25, 45), 0.3))
+    # a thin line moving by one pixel: the area trunk input moves smoothly, bilinear blinks
+    frames = torch.zeros(5, 1, 80, 80)
+    for t in range(5):
+        frames[t, 0, :, 20 + t] = 1.0
+    area = [float(shrink(f[None], (16, 16), "area").sum()) for f in frames]
+    point = [float(shrink(f[None], (16, 16), "bilinear").sum()) for f in frames]
+    assert max(area) - min(area) < 1e-4 and max(point) - min(point) > 1.0
+
+
+def test_student_trunk_resize_config():
+    assert StudentConfig().trunk_resize == "area"
+    with pytest.raises(ConfigError, match="trunk_resize"):
+        StudentConfig(trunk_resize="nearest")
+    d = StudentConfig(trunk_resize="bilinear").to_dict()
+    assert StudentConfig.from_dict(d).trunk_resize == "bilinear"
+    m = StudentNet(StudentConfig(decoder_channels=(16, 12, 8, 8, 8), downsample_ratio=0.25)).eval()
+    src, g = torch.rand(1, 3, 72, 128), torch.rand(1, 1, 72, 128)
+    with torch.no_grad():
+        a = m(src, g, *m.initial_state(1, 72, 128))[0]
+        m.config = StudentConfig(decoder_channels=(16, 12, 8, 8, 8), downsample_ratio=0.25, trunk_resize="bilinear")
+        b = m(src, g, *m.initial_state(1, 72, 128))[0]
+    assert a.shape == b.shape == (1, 1, 72, 128) and (a - b).abs().max() > 0  # the setting is used

@@ -28,6 +28,9 @@ from .refiner import REFINER_EXTRAS, DeepGuidedFilterRefiner
 
 log = logging.getLogger(__name__)
 
+#: StudentConfig.trunk_resize values
+TRUNK_RESIZES = ("area", "bilinear")
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
@@ -59,6 +62,12 @@ class StudentConfig:
     #: extra residual 3x3 blocks at 1/16 of the trunk (decoder.coarse); each starts as the identity, so
     #: ``model.init_from`` can grow a trained student by them exactly (see grow_state)
     coarse_blocks: int = 0
+    #: how the frame and mask are shrunk to the trunk: "area" (an integer-factor block mean, then a
+    #: bilinear resize for any remaining non-integer factor: every full-resolution pixel counts, so a
+    #: moving object or a panning texture does not alias) or "bilinear" (samples ~2x2 pixels per trunk
+    #: pixel: at a 5x reduction one pixel in 25; students before session 11 were deployed this way).
+    #: Equal at an exact 2x reduction (the training crops' ratio 0.5), so a trained student can switch.
+    trunk_resize: str = "area"
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -69,6 +78,9 @@ class StudentConfig:
         if self.refiner_extra not in REFINER_EXTRAS:
             raise ConfigError(f"student refiner_extra {self.refiner_extra!r} is unknown: use one of "
                               f"{', '.join(REFINER_EXTRAS)}")
+        if self.trunk_resize not in TRUNK_RESIZES:
+            raise ConfigError(f"student trunk_resize {self.trunk_resize!r} is unknown: use one of "
+                              f"{', '.join(TRUNK_RESIZES)}")
         if not 0 <= int(self.coarse_blocks) <= 8:
             raise ConfigError(f"student coarse_blocks must be in 0..8, got {self.coarse_blocks}")
         object.__setattr__(self, "coarse_blocks", int(self.coarse_blocks))
@@ -111,6 +123,23 @@ PRESETS: dict[str, StudentConfig] = {
     "large": StudentConfig(size="large", encoder="mbv3-large", decoder_channels=(128, 80, 40, 32, 16),
                            decoder_separable=(False, False, False, False, False), refiner_hidden=16),
 }
+
+
+def shrink(x: torch.Tensor, size: tuple[int, int], mode: str = "area") -> torch.Tensor:
+    """``x`` [B,C,H,W] resized down to ``size`` (h, w) with static shapes only (ONNX: AveragePool
+    and/or a Resize with a constant size). ``"area"``: a k x k block mean for the largest integer
+    factor k both sides allow (k >= 2), then bilinear for what is left (nothing when the factor is
+    exact, e.g. 1280x720 -> 256x144); ``"bilinear"``: bilinear only (aliases beyond 2x)."""
+    H, W = int(x.shape[-2]), int(x.shape[-1])
+    h, w = int(size[0]), int(size[1])
+    if mode == "area":
+        k = min(H // h, W // w)
+        if k >= 2:
+            x = F.avg_pool2d(x, k, stride=k)
+            H, W = int(x.shape[-2]), int(x.shape[-1])
+    if (H, W) == (h, w):
+        return x
+    return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -193,8 +222,8 @@ class StudentNet(nn.Module):
         if (h, w) == (H, W):
             low = torch.cat([src, guide], dim=1)
         else:  # resize, then concatenate at the trunk size (no full-resolution copy)
-            low = torch.cat([F.interpolate(src, size=(h, w), mode="bilinear", align_corners=False),
-                             F.interpolate(guide, size=(h, w), mode="bilinear", align_corners=False)], dim=1)
+            mode = self.config.trunk_resize
+            low = torch.cat([shrink(src, (h, w), mode), shrink(guide, (h, w), mode)], dim=1)
         x = low * 2 - 1
         f2, f4, f8, f16 = self.encoder(x)
         s2 = _down(x)
