@@ -239,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", help="student .ckpt or save_pretrained folder (default: random-weight small)")
     ap.add_argument("--bundle", default=str(Path(__file__).resolve().parents[1] / "runtime" / "bundles" / "default"),
                     help="also time this exported bundle in ONNX Runtime (default: the shipped default bundle)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="student_set",
+                    help="a deployment setting of the student, as `mamakit export onnx --set` (e.g. refiner_smooth=1)")
     ap.add_argument("--json", help="write the numbers here")
     ap.add_argument("--quick", action="store_true", help="2 clips x 3 frames at 640x360 (smoke run)")
     ap.add_argument("--clips", type=int, help="number of clips (default 6, quick 2)")
@@ -268,6 +270,11 @@ def main(argv=None) -> int:
     if args.checkpoint:
         model = model_720 = load_student(args.checkpoint)
         which = str(args.checkpoint)
+        if args.student_set:
+            from mamakit.export.student import apply_student_settings
+
+            apply_student_settings(model, args.student_set)
+            which += " (" + ", ".join(args.student_set) + ")"
         if (W, H) != (1280, 720) and not args.native_ratio:
             # as deployed: the runtime feeds every frame at the bundle's processing size (1280x720),
             # so the trunk is ratio x 720 pixels tall whatever the clip size — keep that trunk here

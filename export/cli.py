@@ -40,6 +40,10 @@ def add_parser(subparsers) -> None:
     o.add_argument("--downsample-ratio", type=float, default=None,
                    help="trunk size / frame size baked into the graph (default: the checkpoint's, 0.4 for the "
                         "small student); lower is faster (0.3: 1280x720 -> 384x216)")
+    o.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="student_set",
+                   help="a student deployment setting that changes no weights (repeatable): trunk_resize=area|"
+                        "bilinear, refiner_radius=N, refiner_smooth=N (box mean of the refiner's coefficients; "
+                        "the shipped default uses 1); recorded in the bundle's source config")
     o.add_argument("--no-fgr", dest="fgr", action="store_false",
                    help="alpha-only graph: no foreground-colour output (runtimes estimate colour themselves); "
                         "same alpha, less full-resolution work")
@@ -135,7 +139,7 @@ def _onnx(args) -> int:
         size=size or (1280, 720), precision=args.precision, calib=args.calib, calib_frames=args.calib_frames,
         min_calib_frames=args.min_calib_frames, calib_method=args.calib_method,
         int8_scheme=args.int8_scheme, int8_convs=args.int8_convs, fgr=args.fgr, downsample_ratio=args.downsample_ratio,
-        opset=args.opset,
+        student_set=tuple(args.student_set), opset=args.opset,
         exporter=args.exporter, dynamic=args.dynamic, parity_frames=args.parity_frames,
         sample_calls=args.sample_calls, threads=args.threads, seed=args.seed, overwrite=args.overwrite,
         teacher=args.teacher, training_data=args.training_data, licence=args.licence,

@@ -54,6 +54,7 @@ class StudentExportOptions:
     int8_convs: str = "spatial"                   # graph.INT8_CONV_SELECTIONS: spatial (kxk convs) | dense | all | trunk
     fgr: bool = True                              # False: alpha-only graph (no foreground output; faster)
     downsample_ratio: float | None = None         # trunk size / frame size baked into the graph (None: the checkpoint's)
+    student_set: tuple[str, ...] = ()             # "KEY=VALUE" deployment settings (StudentNet.reconfigure)
     opset: int | None = None
     exporter: str = "auto"                        # auto: legacy for static graphs, dynamo for --dynamic
     dynamic: bool = False
@@ -202,6 +203,37 @@ def set_downsample_ratio(model, ratio: float | None):
         raise ConfigError(f"--downsample-ratio {ratio:g}: {exc}") from exc
     log.info("downsample ratio %g (checkpoint: %g)", ratio, cfg.downsample_ratio)
     return model
+
+
+def apply_student_settings(model, items) -> dict:
+    """``--set KEY=VALUE`` items applied to ``model`` through its ``reconfigure`` (deployment settings
+    that change no weights, e.g. ``refiner_smooth=1``); each value takes the type of the current one."""
+    import dataclasses
+
+    if not items:
+        return {}
+    cfg = getattr(model, "config", None)
+    if not callable(getattr(model, "reconfigure", None)) or not dataclasses.is_dataclass(cfg):
+        raise ConfigError("--set needs a student with deployment settings (StudentNet.reconfigure); "
+                          "this checkpoint's model has none")
+    keys = tuple(getattr(model, "DEPLOY_KEYS", ()))
+    values = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or key not in keys:
+            raise ConfigError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(keys)}")
+        cur = getattr(cfg, key)
+        try:
+            values[key] = text.strip() if isinstance(cur, str) else type(cur)(text)
+        except ValueError:
+            raise ConfigError(f"--set {item!r}: {key} takes a {type(cur).__name__}, got {text!r}") from None
+    try:
+        model.reconfigure(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+    log.info("student settings %s", ", ".join(f"{k}={v}" for k, v in values.items()))
+    return values
 
 
 def _AlphaOnly(model):
@@ -385,6 +417,7 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
         raise ConfigError(f"checkpoint {checkpoint} does not load as a student ({exc}); pass a checkpoint written by "
                           "`mamakit distill` or a save_pretrained folder") from exc
     set_downsample_ratio(model, o.downsample_ratio)
+    apply_student_settings(model, o.student_set)
     w = _Wrapped(model, o.size, fgr=o.fgr)
     W, H = o.size
     log.info("exporting student %s at %dx%d (%s, %s exporter, opset %d)", Path(checkpoint).name, W, H,

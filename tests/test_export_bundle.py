@@ -476,3 +476,30 @@ def test_export_student_with_a_refiner_extra_guide(work, tmp_path, extra):
         assert proc.returncode == 0, proc.stderr
         m_ = _manifest(out)
         assert m_["parity"]["passed"], m_["parity"]
+
+
+def test_export_student_settings(work, student_dir, tmp_path):
+    """--set KEY=VALUE applies a deployment setting (no weights change) before export: it is in the
+    graph (two more AveragePools: the coefficients' box mean), in the bundle's source config, and
+    parity holds; unknown keys and bad values are one-line usage errors that write nothing."""
+    import onnx
+
+    out = tmp_path / "smooth"
+    proc = run_cli("export", "onnx", "--checkpoint", student_dir, "--out", out, "--size", "128x96",
+                   "--parity-frames", "3", "--no-fgr", "--set", "refiner_smooth=1")
+    assert proc.returncode == 0, proc.stderr
+    m = _manifest(out)
+    assert m["source"]["config"]["refiner_smooth"] == 1 and m["parity"]["passed"]
+    plain = tmp_path / "plain"
+    assert run_cli("export", "onnx", "--checkpoint", student_dir, "--out", plain, "--size", "128x96",
+                   "--parity-frames", "3", "--no-fgr").returncode == 0
+
+    def pools(d):
+        return sum(n.op_type == "AveragePool" for n in onnx.load(str(d / "main.onnx")).graph.node)
+    assert pools(out) == pools(plain) + 2
+    for bad, what in ((["--set", "decoder_channels=8"], "--set"), (["--set", "refiner_smooth=x"], "refiner_smooth"),
+                      (["--set", "trunk_resize=nearest"], "trunk_resize")):
+        proc = run_cli("export", "onnx", "--checkpoint", student_dir, "--out", tmp_path / "bad", "--size", "128x96",
+                       *bad)
+        assert_one_line_error(proc, 2, what)
+        assert not (tmp_path / "bad").exists()

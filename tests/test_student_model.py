@@ -269,3 +269,46 @@ def test_student_trunk_resize_config():
         m.config = StudentConfig(decoder_channels=(16, 12, 8, 8, 8), downsample_ratio=0.25, trunk_resize="bilinear")
         b = m(src, g, *m.initial_state(1, 72, 128))[0]
     assert a.shape == b.shape == (1, 1, 72, 128) and (a - b).abs().max() > 0  # the setting is used
+
+
+def test_student_refiner_smooth_is_a_box_mean_of_the_coefficients_and_a_deployment_setting():
+    """refiner_smooth=s box-filters A and b (radius s) before they are upsampled (He et al.'s
+    mean_a, mean_b); reconfigure() switches it, and the other deployment settings, on a trained
+    student without touching its weights, and refuses settings that would need other weights."""
+    from torch.nn import functional as F
+
+    from mamakit.student.models.refiner import DeepGuidedFilterRefiner, box_filter
+
+    torch.manual_seed(0)
+    ref = DeepGuidedFilterRefiner(hidden_in=8, smooth=1).eval()
+    fine = torch.rand(1, 3, 72, 120)
+    base = F.interpolate(fine, size=(18, 30), mode="bilinear", align_corners=False)
+    fgr, pha, hid = torch.rand(1, 3, 18, 30), torch.rand(1, 1, 18, 30), torch.randn(1, 8, 18, 30)
+    with torch.no_grad():
+        out_fgr, out_pha = ref(fine, base, fgr, pha, hid, want_fgr=True)
+        _, pha_only = ref(fine, base, fgr, pha, hid, want_fgr=False)
+        bx = torch.cat([base, base.mean(1, keepdim=True)], 1)
+        by = torch.cat([fgr, pha], 1)
+        mx, my = box_filter(bx, 1), box_filter(by, 1)
+        A = ref.conv(torch.cat([box_filter(bx * by, 1) - mx * my, box_filter(bx * bx, 1) - mx * mx, hid], 1))
+        b = my - A * mx
+        up = lambda t: F.interpolate(box_filter(t, 1), size=(72, 120), mode="bilinear", align_corners=False)  # noqa: E731
+        want = up(A) * torch.cat([fine, fine.mean(1, keepdim=True)], 1) + up(b)
+        ref.smooth = 0
+        _, unsmoothed = ref(fine, base, fgr, pha, hid, want_fgr=False)
+    assert torch.allclose(out_fgr, want[:, :3], atol=1e-5) and torch.allclose(out_pha, want[:, 3:], atol=1e-5)
+    assert torch.allclose(pha_only, want[:, 3:], atol=1e-5)
+    assert (unsmoothed - pha_only).abs().max() > 1e-3  # the setting is used
+
+    net = StudentNet(_tiny()).eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert net.reconfigure(refiner_smooth=1, refiner_radius=2, trunk_resize="bilinear") is net
+    assert (net.config.refiner_smooth, net.config.refiner_radius) == (1, 2)
+    assert (net.refiner.smooth, net.refiner.radius) == (1, 2)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ConfigError, match="cannot change after training"):
+        net.reconfigure(decoder_channels=(8, 8, 8, 8, 8))
+    with pytest.raises(ConfigError, match="refiner_smooth"):
+        net.reconfigure(refiner_smooth=-1)
+    # a saved student keeps its settings
+    assert StudentConfig.from_dict(net.config.to_dict()).refiner_smooth == 1

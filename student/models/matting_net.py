@@ -51,6 +51,10 @@ class StudentConfig:
     squeeze_excite: bool = True
     refiner_hidden: int = 16
     refiner_radius: int = 1
+    #: box-mean radius (trunk pixels) of the refiner's coefficients before upsampling (He et al.'s
+    #: mean_a / mean_b; 0 = off, as trained). A deployment setting: 1 steadies the edges of students
+    #: trained at a 2x refinement and run at 5x (session 11); changes no weights.
+    refiner_smooth: int = 0
     #: refine a *correction* of the full-resolution guide (alpha = guide + refined correction), so an
     #: untrained student returns the mask itself (experimental, off in the presets: with the
     #: cpu-default recipe it trained to a worse student, see docs/student.md); False: the guide
@@ -81,6 +85,11 @@ class StudentConfig:
         if self.trunk_resize not in TRUNK_RESIZES:
             raise ConfigError(f"student trunk_resize {self.trunk_resize!r} is unknown: use one of "
                               f"{', '.join(TRUNK_RESIZES)}")
+        if not 1 <= int(self.refiner_radius) <= 8 or not 0 <= int(self.refiner_smooth) <= 8:
+            raise ConfigError(f"student refiner_radius must be in 1..8 and refiner_smooth in 0..8, got "
+                              f"{self.refiner_radius} and {self.refiner_smooth}")
+        object.__setattr__(self, "refiner_radius", int(self.refiner_radius))
+        object.__setattr__(self, "refiner_smooth", int(self.refiner_smooth))
         if not 0 <= int(self.coarse_blocks) <= 8:
             raise ConfigError(f"student coarse_blocks must be in 0..8, got {self.coarse_blocks}")
         object.__setattr__(self, "coarse_blocks", int(self.coarse_blocks))
@@ -159,12 +168,26 @@ class StudentNet(nn.Module):
                                         separable=cfg.decoder_separable, coarse_blocks=cfg.coarse_blocks)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
         self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius,
-                                               cfg.refiner_extra)
+                                               cfg.refiner_extra, cfg.refiner_smooth)
         # start as "the guide, box-filtered and upsampled": zero alpha correction, zero foreground
         # residual, zero guided-filter slope (A = 0 -> output = local mean of the low-res prediction)
         for conv in (self.head, self.refiner.conv[-1]):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
+
+    #: config fields that change how a trained student runs but none of its weights
+    DEPLOY_KEYS = ("downsample_ratio", "trunk_resize", "refiner_radius", "refiner_smooth")
+
+    def reconfigure(self, **changes: Any) -> "StudentNet":
+        """Change deployment settings (:attr:`DEPLOY_KEYS`) of this student in place; returns it."""
+        bad = sorted(set(changes) - set(self.DEPLOY_KEYS))
+        if bad:
+            raise ConfigError(f"student setting(s) {', '.join(bad)} cannot change after training: only "
+                              f"{', '.join(self.DEPLOY_KEYS)} can")
+        self.config = dataclasses.replace(self.config, **changes)
+        self.refiner.radius = self.config.refiner_radius
+        self.refiner.smooth = self.config.refiner_smooth
+        return self
 
     # ---- shapes -------------------------------------------------------------------------
     def trunk_size(self, height: int, width: int) -> tuple[int, int]:

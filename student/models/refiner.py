@@ -32,8 +32,11 @@ REFINER_EXTRAS = ("none", "mask", "chroma")
 
 
 class DeepGuidedFilterRefiner(nn.Module):
-    def __init__(self, hidden_in: int, hidden: int = 16, radius: int = 1, extra: str = "none"):
+    def __init__(self, hidden_in: int, hidden: int = 16, radius: int = 1, extra: str = "none", smooth: int = 0):
         super().__init__()
+        #: radius of a box mean of the coefficients A, b before they are upsampled (He et al.'s
+        #: mean_a, mean_b; 0 = off): smoother coefficient fields, steadier edges at a large upsampling
+        self.smooth = int(smooth)
         if extra not in REFINER_EXTRAS:
             raise ValueError(f"refiner extra guide {extra!r} is unknown: use one of {', '.join(REFINER_EXTRAS)}")
         self.radius = radius
@@ -78,11 +81,15 @@ class DeepGuidedFilterRefiner(nn.Module):
             A, c = Ae[:, :4], Ae[:, 4:]
             b = mean_y - A * mean_x
             b = torch.cat([b[:, :3], b[:, 3:] - c * mean_e], dim=1)
+            if self.smooth:
+                c = box_filter(c, self.smooth)
             extra = F.interpolate(c, size=size, mode="bilinear", align_corners=False) * fine_e
         else:
             A = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
             b = mean_y - A * mean_x
             extra = None
+        if self.smooth:
+            A, b = box_filter(A, self.smooth), box_filter(b, self.smooth)
         # full resolution: the gray guide as a sum of slices (cheaper than a channel ReduceMean in
         # ONNX Runtime), no 4-channel concat of the frame; its 1/3 is folded into A at the trunk
         # resolution (bilinear resizing is linear), saving a full-resolution multiply
