@@ -60,6 +60,10 @@ class StudentDistillation(pl.LightningModule):
         grad_clip: max gradient norm (0 = off).
         loss_weights: :class:`mamakit.student.losses.LossWeights` fields.
         init_from: a student folder or checkpoint to start from (fine-tuning).
+        train_only: names of the student's parts to train (``encoder``, ``decoder``, ``head``,
+            ``refiner``); the others are frozen in eval mode (weights and BatchNorm statistics kept).
+            None = all. E.g. ``[head, refiner]`` adapts the full-resolution refinement of a trained
+            student to the deployment geometry at a fraction of the cost.
         cpu_threads: torch intra-op threads on CPU (1 is much faster than 2 on a busy 2-core box).
     """
 
@@ -77,6 +81,7 @@ class StudentDistillation(pl.LightningModule):
         loss_weights: Optional[dict] = None,
         feature_channels: int = 0,
         init_from: Optional[str] = None,
+        train_only: Optional[list[str]] = None,
         log_images: bool = True,
         cpu_threads: Optional[int] = None,
     ):
@@ -96,6 +101,16 @@ class StudentDistillation(pl.LightningModule):
             # fine-tune starts from the source student's output
             state = self.student.grow_state(src.state_dict())
             self.student.load_weights(state, source=str(init_from))
+        self._frozen: list[nn.Module] = []
+        if train_only is not None:
+            parts = dict(self.student.named_children())
+            bad = sorted(set(train_only) - set(parts))
+            if bad or not train_only:
+                raise ConfigError(f"model.train_only {list(train_only)}: name one or more of {', '.join(parts)}")
+            for name, module in parts.items():
+                if name not in train_only:
+                    module.requires_grad_(False)
+                    self._frozen.append(module)
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:
@@ -240,6 +255,13 @@ class StudentDistillation(pl.LightningModule):
         self.start_step = int(self.global_step)  # > 0 when resumed
         if self.start_step:
             log.info("resumed at step %d", self.start_step)
+
+    def _keep_frozen_in_eval(self) -> None:
+        for module in self._frozen:  # Lightning puts the whole model in train mode
+            module.eval()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._keep_frozen_in_eval()
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

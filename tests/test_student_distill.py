@@ -269,3 +269,21 @@ def test_distill_init_from_a_student_folder_starts_from_its_weights(tmp_path):
             assert torch.equal(v, theirs[k]), k
     assert torch.count_nonzero(grown.student.refiner.conv[-1].weight[4]) == 0
     assert grown.student.refiner.conv[0].weight.shape[1] == src.refiner.conv[0].weight.shape[1] + 2
+
+
+def test_student_train_only_freezes_the_other_parts_weights_and_statistics(tmp_path):
+    """model.train_only trains the named parts; the rest keeps its weights *and* BatchNorm statistics
+    (frozen parts stay in eval mode although Lightning puts the model in train mode)."""
+    pl.seed_everything(0)
+    dm = StudentData(**TINY_DATA)
+    system = StudentDistillation(student=TINY_STUDENT, lr=1e-2, warmup_steps=0, tbptt=2,
+                                 train_only=["head", "refiner"])
+    before = copy.deepcopy(system.student.state_dict())
+    _trainer(tmp_path, 3).fit(system, datamodule=dm)
+    after = system.student.state_dict()
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"head", "refiner"}  # encoder/decoder weights and running stats untouched
+    with pytest.raises(ConfigError, match="train_only"):
+        StudentDistillation(student=TINY_STUDENT, train_only=["trunk"])
+    with pytest.raises(ConfigError, match="train_only"):
+        StudentDistillation(student=TINY_STUDENT, train_only=[])
