@@ -210,24 +210,15 @@ def apply_student_settings(model, items) -> dict:
     that change no weights, e.g. ``refiner_smooth=1``); each value takes the type of the current one."""
     import dataclasses
 
+    from mamakit.settings import parse_settings
+
     if not items:
         return {}
     cfg = getattr(model, "config", None)
     if not callable(getattr(model, "reconfigure", None)) or not dataclasses.is_dataclass(cfg):
         raise ConfigError("--set needs a student with deployment settings (StudentNet.reconfigure); "
                           "this checkpoint's model has none")
-    keys = tuple(getattr(model, "DEPLOY_KEYS", ()))
-    values = {}
-    for item in items:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or key not in keys:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(keys)}")
-        cur = getattr(cfg, key)
-        try:
-            values[key] = text.strip() if isinstance(cur, str) else type(cur)(text)
-        except ValueError:
-            raise ConfigError(f"--set {item!r}: {key} takes a {type(cur).__name__}, got {text!r}") from None
+    values = parse_settings(items, cfg, getattr(model, "DEPLOY_KEYS", ()))
     try:
         model.reconfigure(**values)
     except ConfigError as exc:

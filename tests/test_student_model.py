@@ -119,13 +119,38 @@ def test_student_guide_residual_starts_at_the_mask_and_old_configs_keep_their_fo
     assert (pha_old - g).abs().max() > 0.05  # the old format blurs the mask through the trunk
 
 
+def _refiner_inputs():
+    """Random (fine_src, base_src, base_fgr, base_pha, base_hid) for a 4x refinement of 18x30 -> 72x120."""
+    from torch.nn import functional as F
+
+    fine = torch.rand(1, 3, 72, 120)
+    base = F.interpolate(fine, size=(18, 30), mode="bilinear", align_corners=False)
+    return fine, base, torch.rand(1, 3, 18, 30), torch.rand(1, 1, 18, 30), torch.randn(1, 8, 18, 30)
+
+
+def _guided_filter_by_hand(ref, fine, base, fgr, pha, hid, smooth: int = 0):
+    """The textbook deep guided filter, written out: ``A * x + b`` with A, b from the trunk's local
+    statistics (box-averaged once more when ``smooth``), bilinearly upsampled."""
+    from torch.nn import functional as F
+
+    from mamakit.student.models.refiner import box_filter
+
+    bx = torch.cat([base, base.mean(1, keepdim=True)], 1)
+    by = torch.cat([fgr, pha], 1)
+    mx, my = box_filter(bx, 1), box_filter(by, 1)
+    A = ref.conv(torch.cat([box_filter(bx * by, 1) - mx * my, box_filter(bx * bx, 1) - mx * mx, hid], 1))
+    b = my - A * mx
+    if smooth:
+        A, b = box_filter(A, smooth), box_filter(b, smooth)
+    up = lambda t: F.interpolate(t, size=tuple(fine.shape[-2:]), mode="bilinear", align_corners=False)  # noqa: E731
+    return up(A) * torch.cat([fine, fine.mean(1, keepdim=True)], 1) + up(b)
+
+
 def test_student_refiner_is_the_guided_filter_and_alpha_only_matches():
     """The refiner's full-resolution output is the locally linear model ``A * x + b`` with A, b
     bilinearly upsampled from the trunk (x = RGB for the foreground, the gray mean for alpha);
     the alpha-only path (two 1-channel resizes, 1/3 folded into A) gives the same alpha."""
-    from torch.nn import functional as F
-
-    from mamakit.student.models.refiner import DeepGuidedFilterRefiner, box_filter
+    from mamakit.student.models.refiner import DeepGuidedFilterRefiner
 
     torch.manual_seed(0)
     ref = DeepGuidedFilterRefiner(hidden_in=8).eval()
@@ -134,21 +159,11 @@ def test_student_refiner_is_the_guided_filter_and_alpha_only_matches():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    fine = torch.rand(1, 3, 72, 120)
-    base = F.interpolate(fine, size=(18, 30), mode="bilinear", align_corners=False)
-    fgr, pha, hid = torch.rand(1, 3, 18, 30), torch.rand(1, 1, 18, 30), torch.randn(1, 8, 18, 30)
+    inputs = _refiner_inputs()
     with torch.no_grad():
-        out_fgr, out_pha = ref(fine, base, fgr, pha, hid, want_fgr=True)
-        none, pha_only = ref(fine, base, fgr, pha, hid, want_fgr=False)
-        # the textbook deep guided filter, written out
-        bx = torch.cat([base, base.mean(1, keepdim=True)], 1)
-        by = torch.cat([fgr, pha], 1)
-        mx, my = box_filter(bx, 1), box_filter(by, 1)
-        A = ref.conv(torch.cat([box_filter(bx * by, 1) - mx * my, box_filter(bx * bx, 1) - mx * mx, hid], 1))
-        b = my - A * mx
-        up = lambda t: F.interpolate(t, size=(72, 120), mode="bilinear", align_corners=False)  # noqa: E731
-        x = torch.cat([fine, fine.mean(1, keepdim=True)], 1)
-        want = up(A) * x + up(b)
+        out_fgr, out_pha = ref(*inputs, want_fgr=True)
+        none, pha_only = ref(*inputs, want_fgr=False)
+        want = _guided_filter_by_hand(ref, *inputs)
     assert none is None
     assert float(want.std()) > 0.05  # not a constant map
     assert torch.allclose(out_fgr, want[:, :3], atol=1e-5)
@@ -275,27 +290,17 @@ def test_student_refiner_smooth_is_a_box_mean_of_the_coefficients_and_a_deployme
     """refiner_smooth=s box-filters A and b (radius s) before they are upsampled (He et al.'s
     mean_a, mean_b); reconfigure() switches it, and the other deployment settings, on a trained
     student without touching its weights, and refuses settings that would need other weights."""
-    from torch.nn import functional as F
-
-    from mamakit.student.models.refiner import DeepGuidedFilterRefiner, box_filter
+    from mamakit.student.models.refiner import DeepGuidedFilterRefiner
 
     torch.manual_seed(0)
     ref = DeepGuidedFilterRefiner(hidden_in=8, smooth=1).eval()
-    fine = torch.rand(1, 3, 72, 120)
-    base = F.interpolate(fine, size=(18, 30), mode="bilinear", align_corners=False)
-    fgr, pha, hid = torch.rand(1, 3, 18, 30), torch.rand(1, 1, 18, 30), torch.randn(1, 8, 18, 30)
+    inputs = _refiner_inputs()
     with torch.no_grad():
-        out_fgr, out_pha = ref(fine, base, fgr, pha, hid, want_fgr=True)
-        _, pha_only = ref(fine, base, fgr, pha, hid, want_fgr=False)
-        bx = torch.cat([base, base.mean(1, keepdim=True)], 1)
-        by = torch.cat([fgr, pha], 1)
-        mx, my = box_filter(bx, 1), box_filter(by, 1)
-        A = ref.conv(torch.cat([box_filter(bx * by, 1) - mx * my, box_filter(bx * bx, 1) - mx * mx, hid], 1))
-        b = my - A * mx
-        up = lambda t: F.interpolate(box_filter(t, 1), size=(72, 120), mode="bilinear", align_corners=False)  # noqa: E731
-        want = up(A) * torch.cat([fine, fine.mean(1, keepdim=True)], 1) + up(b)
+        out_fgr, out_pha = ref(*inputs, want_fgr=True)
+        _, pha_only = ref(*inputs, want_fgr=False)
+        want = _guided_filter_by_hand(ref, *inputs, smooth=1)
         ref.smooth = 0
-        _, unsmoothed = ref(fine, base, fgr, pha, hid, want_fgr=False)
+        _, unsmoothed = ref(*inputs, want_fgr=False)
     assert torch.allclose(out_fgr, want[:, :3], atol=1e-5) and torch.allclose(out_pha, want[:, 3:], atol=1e-5)
     assert torch.allclose(pha_only, want[:, 3:], atol=1e-5)
     assert (unsmoothed - pha_only).abs().max() > 1e-3  # the setting is used

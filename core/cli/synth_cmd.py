@@ -29,28 +29,11 @@ def parse_knobs(items) -> "SynthConfig":
     """``["p_transparent=0.15", "transparency=0.3,0.8"]`` -> a :class:`SynthConfig` with those fields."""
     from dataclasses import fields
 
-    from mamakit.errors import ConfigError
+    from mamakit.settings import parse_settings
     from mamakit.synth import SynthConfig
 
-    known = {f.name: f for f in fields(SynthConfig) if f.name != "fps"}
-    default = SynthConfig()
-    values = {}
-    for item in items or []:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or key not in known:
-            raise ConfigError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(sorted(known))}")
-        cur = getattr(default, key)
-        try:
-            if isinstance(cur, tuple):
-                parts = [int(x) if isinstance(cur[0], int) else float(x) for x in text.split(",")]
-                if len(parts) != len(cur):
-                    raise ValueError(f"needs {len(cur)} comma-separated numbers")
-                values[key] = tuple(parts)
-            else:
-                values[key] = int(text) if isinstance(cur, int) else float(text)
-        except ValueError as exc:
-            raise ConfigError(f"--set {item!r}: {exc}") from None
+    known = [f.name for f in fields(SynthConfig) if f.name != "fps"]
+    values = parse_settings(items, SynthConfig(), known)
     return SynthConfig(**values)
 
 
