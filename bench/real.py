@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Real-footage agreement: the student on real videos of people, where no GT alpha exists.
 
-    python bench/real.py STUDENT [STUDENT ...] [--ratios 0.125,0.2,0.4] [--frames 8] [--json out.json]
+    python bench/real.py STUDENT [STUDENT ...] [--ratios 0.125,0.2,0.4] [--set KEY=VALUE ...] [--frames 8] [--json out.json]
 
 STUDENT: a checkpoint from ``mamakit distill`` or a student folder. ``../shared/data`` holds real
 footage with segmentation masks but no alpha (its README: "measure people and video by agreement
@@ -26,7 +26,6 @@ as coarse as the student bench's. Metrics (people are opaque; the masks are good
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -92,6 +91,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("students", nargs="+", help="checkpoints or student folders")
     ap.add_argument("--ratios", default="", help="comma-separated downsample ratios (default: each student's own)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="student_set",
+                    help="a deployment setting of every student, as `mamakit export onnx --set` (e.g. refiner_smooth=1)")
     ap.add_argument("--frames", type=int, default=8, help="frames per clip (default 8)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(ROOT / "bench" / "raw" / "real.json"))
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
     from student import run_student  # the student bench's streaming loop (mask or own-alpha guide)
 
     from mamakit.degrade import degrade_masks
+    from mamakit.export.student import apply_student_settings
     from mamakit.student import load_student
-    from mamakit.student.models import StudentNet
 
     torch.set_num_threads(args.threads)
     if not DATA.is_dir():
@@ -115,10 +116,9 @@ def main(argv=None) -> int:
     for path in args.students:
         base = load_student(path).eval()
         ratios = [float(r) for r in args.ratios.split(",")] if args.ratios else [base.config.downsample_ratio]
+        apply_student_settings(base, args.student_set)
         for r in ratios:
-            model = StudentNet(dataclasses.replace(base.config, downsample_ratio=r))
-            model.load_state_dict(base.state_dict())
-            model.eval()
+            model = base.reconfigure(downsample_ratio=r)
             for guide in ("mask", "degraded"):
                 per_clip = {}
                 for i, c in enumerate(clips):
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
                     pha = run_student(model, c["frames"], g, first_frame_only=not c["per_frame"])
                     per_clip[c["name"]] = agreement(pha, c["masks"], c["per_frame"])
                 mean = {k: float(np.mean([v[k] for v in per_clip.values()])) for k in ("hole_pct", "spill_pct", "flicker")}
-                rows.append({"student": str(path), "ratio": r, "guide": guide, **mean, "per_clip": per_clip})
+                rows.append({"student": str(path), "ratio": r, "settings": list(args.student_set), "guide": guide, **mean,
+                             "per_clip": per_clip})
                 print(f"| {Path(path).name} | {r:g} | {guide} | {mean['hole_pct']:.2f} | {mean['spill_pct']:.2f} | "
                       f"{mean['flicker']:.2f} |", flush=True)
     out = Path(args.json)
