@@ -278,12 +278,10 @@ def main(argv=None) -> int:
         if (W, H) != (1280, 720) and not args.native_ratio:
             # as deployed: the runtime feeds every frame at the bundle's processing size (1280x720),
             # so the trunk is ratio x 720 pixels tall whatever the clip size — keep that trunk here
-            import dataclasses
+            import copy
 
             r = min(1.0, model.config.downsample_ratio * 720.0 / H)
-            scaled = StudentNet(dataclasses.replace(model.config, downsample_ratio=r))
-            scaled.load_state_dict(model.state_dict())
-            model = scaled.eval()
+            model = copy.deepcopy(model).reconfigure(downsample_ratio=r).eval()
             which += f" (ratio {r:g} at {W}x{H}: the trunk it has at 1280x720)"
     else:
         torch.manual_seed(0)

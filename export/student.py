@@ -198,7 +198,10 @@ def set_downsample_ratio(model, ratio: float | None):
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "downsample_ratio"):
         raise ConfigError("--downsample-ratio needs a student whose config has downsample_ratio")
     try:
-        model.config = dataclasses.replace(cfg, downsample_ratio=float(ratio))
+        if callable(getattr(model, "reconfigure", None)):  # StudentNet: the one path for deployment settings
+            model.reconfigure(downsample_ratio=float(ratio))
+        else:
+            model.config = dataclasses.replace(cfg, downsample_ratio=float(ratio))
     except ConfigError as exc:
         raise ConfigError(f"--downsample-ratio {ratio:g}: {exc}") from exc
     log.info("downsample ratio %g (checkpoint: %g)", ratio, cfg.downsample_ratio)
