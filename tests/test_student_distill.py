@@ -287,3 +287,37 @@ def test_student_train_only_freezes_the_other_parts_weights_and_statistics(tmp_p
         StudentDistillation(student=TINY_STUDENT, train_only=["trunk"])
     with pytest.raises(ConfigError, match="train_only"):
         StudentDistillation(student=TINY_STUDENT, train_only=[])
+
+
+def _unknown(keys, allowed) -> list[str]:
+    return sorted(set(keys) - set(allowed))
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[1] / "student" / "configs").glob("*.yaml")
+                                          if not p.name.startswith("sam2-")))
+def test_shipped_student_recipes_name_only_settings_that_exist(recipe):
+    """Every shipped distillation recipe names only arguments the Lightning classes take and builds
+    its student and mask-degradation configs: a misspelt key (``p_two_op``) would otherwise surface
+    only after data generation, an hour into a recipe's instructions."""
+    import dataclasses
+    import inspect
+
+    from mamakit.degrade import DegradeConfig
+    from mamakit.student.losses import LossWeights
+    from mamakit.student.models import StudentConfig
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "student" / "configs" / recipe).read_text())
+
+    def params(fn):
+        return [n for n in inspect.signature(fn).parameters if n != "self"]
+
+    assert not _unknown(cfg, ["seed_everything", "trainer", "model", "data", "ckpt_path"])
+    assert not _unknown(cfg.get("trainer", {}), params(pl.Trainer.__init__))
+    model, data = cfg["model"], cfg["data"]
+    assert not _unknown(model, params(StudentDistillation.__init__))
+    assert not _unknown(data, params(StudentData.__init__))
+    assert not _unknown(model.get("loss_weights") or {}, [f.name for f in dataclasses.fields(LossWeights)])
+    StudentConfig.preset(model.get("size", "small"), **(model.get("student") or {}))
+    degrade = data.get("degrade") or {}
+    assert not _unknown(degrade, [f.name for f in dataclasses.fields(DegradeConfig)])
+    DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in degrade.items()})
