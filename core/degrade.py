@@ -14,7 +14,7 @@ All probabilities live in the frozen :class:`DegradeConfig`. Same rng state -> s
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 import cv2
 import numpy as np
@@ -64,6 +64,17 @@ class DegradeConfig:
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "DegradeConfig":
+        """From a recipe's ``degrade:`` mapping (YAML lists become tuples); an unknown key is a
+        ConfigError naming it and the known ones, not a TypeError deep inside data setup."""
+        data = dict(data or {})
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"degrade: unknown setting(s) {', '.join(unknown)}: use {', '.join(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def for_height(self, height: int, ref_height: int) -> "DegradeConfig":
         """This config for frames ``height`` pixels tall, made as coarse *relative to the frame* as it

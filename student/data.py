@@ -235,7 +235,7 @@ class ClipWindows(TorchDataset):
         from mamakit.degrade import DegradeConfig
 
         self.source, self.T, self.samples, self.aug = source, int(clip_frames), int(samples), aug
-        self.degrade = DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in (degrade or {}).items()})
+        self.degrade = DegradeConfig.from_dict(degrade)
         #: None: masks are degraded on the training crop (the crop's pixels set how coarse 8x is);
         #: a height: masks are degraded on the whole source frame before cropping, with the pixel
         #: knobs scaled to that reference height (DegradeConfig.for_height), so a training mask is as

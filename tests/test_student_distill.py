@@ -315,9 +315,20 @@ def test_shipped_student_recipes_name_only_settings_that_exist(recipe):
     assert not _unknown(cfg.get("trainer", {}), params(pl.Trainer.__init__))
     model, data = cfg["model"], cfg["data"]
     assert not _unknown(model, params(StudentDistillation.__init__))
-    assert not _unknown(data, params(StudentData.__init__))
+    if data.get("source") == "dataset" and not data.get("root"):
+        data = {**data, "root": "DATA"}  # recipes for your own data take it as --data.root
+    StudentData(**data)  # unknown keys: TypeError; bad sources/targets: ConfigError
     assert not _unknown(model.get("loss_weights") or {}, [f.name for f in dataclasses.fields(LossWeights)])
     StudentConfig.preset(model.get("size", "small"), **(model.get("student") or {}))
-    degrade = data.get("degrade") or {}
-    assert not _unknown(degrade, [f.name for f in dataclasses.fields(DegradeConfig)])
-    DegradeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in degrade.items()})
+    DegradeConfig.from_dict(data.get("degrade"))
+
+
+def test_degrade_config_from_a_recipe_mapping():
+    """A recipe's ``degrade:`` mapping: YAML lists become tuples; a misspelt key is a ConfigError naming it."""
+    from mamakit.degrade import DegradeConfig
+
+    cfg = DegradeConfig.from_dict({"p_two_ops": 0.8, "downsample_factors": [16, 32]})
+    assert cfg.p_two_ops == 0.8 and cfg.downsample_factors == (16, 32)
+    assert DegradeConfig.from_dict(None) == DegradeConfig()
+    with pytest.raises(ConfigError, match="p_two_op\\b.*p_two_ops"):
+        DegradeConfig.from_dict({"p_two_op": 0.8})
