@@ -79,6 +79,18 @@ def add_parser(subparsers) -> None:
     c.add_argument("--threads", type=int, default=2)
     c.set_defaults(func=run, export_command="check")
 
+    r = sub.add_parser("recover", help="student bundle -> trainable student folder (fine-tune a shipped student)",
+                       description="Rebuild a trainable student (save_pretrained folder: config.json + model.safetensors) "
+                                   "from an fp32 student bundle's ONNX graph, for when its checkpoint is not at hand: "
+                                   "folded BatchNorms are unfolded with statistics measured on synthetic frames, and "
+                                   "the result is refused unless it matches the graph in ONNX Runtime.")
+    r.add_argument("bundle", help="an fp32 student bundle (e.g. runtime/bundles/default)")
+    r.add_argument("--out", required=True, help="student folder to create (use it as model.init_from or --checkpoint)")
+    r.add_argument("--tolerance", type=float, default=1e-3, help="largest alpha difference to the graph accepted (default 1e-3)")
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
+    r.set_defaults(func=run, export_command="recover")
+
 
 def run(args: argparse.Namespace) -> int:
     cmd = getattr(args, "export_command", None)
@@ -88,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         return _onnx(args)
     if cmd == "trt":
         return _trt(args)
+    if cmd == "recover":
+        return _recover(args)
     raise ConfigError("choose an action: `mamakit export onnx|trt|check` (see `mamakit export --help`)")
 
 
@@ -152,6 +166,20 @@ def _onnx(args) -> int:
     print(f"wrote {out}: student {m['precision']} {m['processing_size'][0]}x{m['processing_size'][1]}, "
           f"parity {par['summary']} ({par['clip']['frames']} frames), ORT {par['ms_per_frame']['onnxruntime']:.1f} ms/frame "
           f"({par['speedup_vs_fp32']:.2f}x fp32), licence {m['licence']}")
+    return 0
+
+
+def _recover(args) -> int:
+    from pathlib import Path
+
+    from mamakit.export.recover import recover_student
+
+    out = Path(args.out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
+        raise ConfigError(f"--out {out} already exists: choose a new folder or pass --overwrite")
+    _, report = recover_student(args.bundle, out, tolerance=args.tolerance, threads=args.threads)
+    print(f"wrote {out}: {report['convs']} convs, {report['batchnorms']} BatchNorms; max |alpha - graph| "
+          f"{report['max_abs_alpha_diff']:.1e} at {report['size'][0]}x{report['size'][1]}")
     return 0
 
 

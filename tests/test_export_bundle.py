@@ -503,3 +503,88 @@ def test_export_student_settings(work, student_dir, tmp_path):
                        *bad)
         assert_one_line_error(proc, 2, what)
         assert not (tmp_path / "bad").exists()
+
+
+def test_export_student_with_alpha_memory_runs_in_the_runtime(work, tmp_path):
+    """A student with alpha memory exports its fifth state (a0: the trunk alpha, zeros at the start) into
+    the manifest, passes parity, and the torch-free runtime carries it: Matter's alphas equal the torch
+    student's frame by frame."""
+    import dataclasses
+
+    from mamakit.runtime import Matter
+    from mamakit.student.models import StudentNet
+
+    base = _tiny_student(6)
+    m = StudentNet(dataclasses.replace(base.config, alpha_memory=True)).eval()
+    with torch.no_grad():  # the memory on the path: non-zero weights for the previous alpha and a trained head
+        m.encoder.stages[0][0][0].weight[:, 4].normal_(0, 0.5)
+        for p in m.head.parameters():
+            p.normal_(0, 0.3)
+    m.save_pretrained(tmp_path / "s")
+    out = tmp_path / "b"
+    proc = run_cli("export", "onnx", "--checkpoint", tmp_path / "s", "--out", out, "--size", "128x96",
+                   "--parity-frames", "3", "--no-fgr")
+    assert proc.returncode == 0, proc.stderr
+    man = _manifest(out)
+    state = {s["input"]: s["shape"] for s in man["graphs"]["main"]["state"]}
+    assert state["a0i"] == [1, 1, 38, 51] and len(state) == 5 and man["parity"]["passed"]
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (4, 96, 128, 3), dtype=np.uint8)
+    mask = np.zeros((96, 128), np.float32)
+    mask[20:80, 30:100] = 1
+    matter = Matter.load(out, threads=1, announce=False, scene_cut=0)
+    st = m.initial_state(1, 96, 128)
+    diffs = []
+    for f in frames:
+        got = matter.step(f, mask)
+        with torch.no_grad():
+            want, _, *st = m(torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255, torch.from_numpy(mask)[None, None], *st)
+        diffs.append(float(np.abs(got - want[0, 0].numpy()).max()))
+    assert max(diffs) < 1e-3, diffs
+
+
+def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, tmp_path):
+    """`mamakit export recover` turns an fp32 bundle back into a student folder: its eval output equals
+    the exported student's (BatchNorms unfolded with measured statistics, not the identity), it trains
+    from there (a train-mode step stays close to the eval output); an fp16 bundle, a folder that is not a
+    bundle and an existing --out are one-line exit-2 errors that write nothing."""
+    from mamakit.student import load_student
+
+    src = _tiny_student(7)
+    with torch.no_grad():  # a "trained" student: non-trivial BatchNorms and head
+        for mod in src.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.2)
+        for p in src.head.parameters():
+            p.normal_(0, 0.3)
+    src.save_pretrained(tmp_path / "s")
+    b32, b16 = tmp_path / "b32", tmp_path / "b16"
+    for b, prec in ((b32, "fp32"), (b16, "fp16")):
+        proc = run_cli("export", "onnx", "--checkpoint", tmp_path / "s", "--out", b, "--size", "128x96",
+                       "--parity-frames", "3", "--precision", prec)
+        assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "recovered"
+    proc = run_cli("export", "recover", b32, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    rec = load_student(out)
+    assert rec.config == src.config
+    bn = [mod for mod in rec.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert any(float((mod.running_var - 1).abs().max()) > 0.05 for mod in bn)
+    x = torch.rand(2, 3, 96, 128)
+    g = (torch.rand(2, 1, 96, 128) > 0.5).float()
+    with torch.no_grad():
+        want, _, *_ = src(x, g, *src.initial_state(2, 96, 128))
+        got, _, *_ = rec(x, g, *rec.initial_state(2, 96, 128))
+        assert float((got - want).abs().max()) < 1e-4
+        rec.train()
+        trained, _, *_ = rec(x, g, *rec.initial_state(2, 96, 128))
+    assert float((trained - want).abs().mean()) < 0.1  # batch statistics near the measured ones
+    for args, what in (([b16, "--out", tmp_path / "x16"], "fp16"),
+                       ([tmp_path / "s", "--out", tmp_path / "xs"], "bundle"),
+                       ([b32, "--out", out], "--overwrite")):
+        proc = run_cli("export", "recover", *args)
+        assert_one_line_error(proc, 2, what)
+    assert not (tmp_path / "x16").exists() and not (tmp_path / "xs").exists()

@@ -317,3 +317,46 @@ def test_student_refiner_smooth_is_a_box_mean_of_the_coefficients_and_a_deployme
         net.reconfigure(refiner_smooth=-1)
     # a saved student keeps its settings
     assert StudentConfig.from_dict(net.config.to_dict()).refiner_smooth == 1
+
+
+def test_student_alpha_memory_grows_a_trained_student_exactly_and_carries_the_previous_alpha():
+    """alpha_memory adds a fifth state (a0: the trunk-resolution alpha, zeros at the start) that enters
+    the encoder's first conv: grow_state makes the grown student compute exactly what the source did,
+    frame after frame; a0' is the frame's trunk alpha (in 0..1, the trunk's shape); once its weights
+    move, the previous alpha changes this frame's answer; streaming equals the clip path; old configs
+    read as False."""
+    import dataclasses
+
+    torch.manual_seed(4)
+    base = StudentNet(dataclasses.replace(_tiny(), downsample_ratio=0.5)).eval()
+    with torch.no_grad():
+        for p in base.head.parameters():
+            p.normal_(0, 0.3)
+    grown = StudentNet(dataclasses.replace(base.config, alpha_memory=True)).eval()
+    assert grown.state_names() == ["r1", "r2", "r3", "r4", "a0"] and base.state_names() == ["r1", "r2", "r3", "r4"]
+    grown.load_weights(grown.grow_state(base.state_dict()))
+    src, g, st = _frame_box_state(base, 64, 96, (16, 48, 24, 72))
+    sg = grown.initial_state(1, 64, 96)
+    assert [tuple(s.shape) for s in sg[:4]] == [tuple(s.shape) for s in st] and tuple(sg[4].shape) == (1, 1, 32, 48)
+    with torch.no_grad():
+        for _ in range(3):  # the memory is fed back, and still changes nothing
+            want, _, *st = base(src, g, *st)
+            same, _, *sg = grown(src, g, *sg)
+            assert torch.equal(want, same)
+        a0 = sg[4]
+        assert 0 <= float(a0.min()) and float(a0.max()) <= 1 and float(a0.std()) > 0.01
+        grown.encoder.stages[0][0][0].weight[:, 4].normal_(0, 0.5)
+        moved, _, *_ = grown(src, g, *sg)
+        fresh, _, *_ = grown(src, g, *grown.initial_state(1, 64, 96))
+    assert float((moved - fresh).abs().max()) > 1e-3  # the previous alpha is on the path
+    clip_src, clip_g = torch.rand(1, 4, 3, 64, 96), g[:, None].repeat(1, 4, 1, 1, 1)
+    with torch.no_grad():
+        clip, _, _ = grown.forward_clip(clip_src, clip_g)
+        s = grown.initial_state(1, 64, 96)
+        for t in range(4):
+            p, _, *s = grown(clip_src[:, t], clip_g[:, t], *s)
+            assert torch.equal(p, clip[:, t])
+    with pytest.raises(ValueError, match="5 state tensors"):
+        grown(src, g, *st)
+    assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
+                                    if k != "alpha_memory"}).alpha_memory is False

@@ -72,6 +72,13 @@ class StudentConfig:
     #: pixel: at a 5x reduction one pixel in 25; students before session 11 were deployed this way).
     #: Equal at an exact 2x reduction (the training crops' ratio 0.5), so a trained student can switch.
     trunk_resize: str = "area"
+    #: alpha memory: the trunk-resolution alpha of the previous frame is a fifth recurrent state
+    #: (``a0``, zeros at the start) and a fifth input channel of the encoder's first conv, so the student
+    #: sees where the object was next to where this frame's mask says it is — a coarse mask that jitters
+    #: from frame to frame (FIELD_GUIDE §1 degrades every frame on its own) can be weighed against the
+    #: student's own last answer. Its first-conv weights start at zero (``grow_state``), so a trained
+    #: student grows into this exactly and learns to use it in fine-tuning.
+    alpha_memory: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -163,7 +170,8 @@ class StudentNet(nn.Module):
         super().__init__()
         self.config = config or StudentConfig()
         cfg = self.config
-        self.encoder = MobileNetV3Encoder(cfg.encoder, in_channels=4, se=cfg.squeeze_excite)
+        self.encoder = MobileNetV3Encoder(cfg.encoder, in_channels=5 if cfg.alpha_memory else 4,
+                                          se=cfg.squeeze_excite)
         self.decoder = RecurrentDecoder(self.encoder.channels, cfg.decoder_channels, img_channels=4,
                                         separable=cfg.decoder_separable, coarse_blocks=cfg.coarse_blocks)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
@@ -196,16 +204,18 @@ class StudentNet(nn.Module):
             return int(height), int(width)
         return max(16, int(round(height * r))), max(16, int(round(width * r)))
 
-    @staticmethod
-    def state_names() -> list[str]:
-        return ["r1", "r2", "r3", "r4"]
+    def state_names(self) -> list[str]:
+        """r1..r4 (the GRUs, finest first), then ``a0`` (the previous trunk alpha) with alpha_memory."""
+        return ["r1", "r2", "r3", "r4"] + (["a0"] if self.config.alpha_memory else [])
 
     def state_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
-        h, w = self.trunk_size(height, width)
+        h0, w0 = h, w = self.trunk_size(height, width)
         shapes = []
         for c in self.decoder.state_channels():
             h, w = half_size(h, w)
             shapes.append((int(batch), int(c), h, w))
+        if self.config.alpha_memory:
+            shapes.append((int(batch), 1, h0, w0))
         return shapes
 
     def initial_state(self, batch: int, height: int, width: int, device=None,
@@ -219,9 +229,9 @@ class StudentNet(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
     def forward(self, src: torch.Tensor, guide: torch.Tensor, *state: torch.Tensor):
-        """One frame. ``src`` [B,3,H,W] 0..1, ``guide`` [B,1,H,W] 0..1, ``state`` = r1..r4.
+        """One frame. ``src`` [B,3,H,W] 0..1, ``guide`` [B,1,H,W] 0..1, ``state`` = :meth:`state_names`.
 
-        Returns ``(pha [B,1,H,W], fgr [B,3,H,W], r1', r2', r3', r4')``.
+        Returns ``(pha [B,1,H,W], fgr [B,3,H,W], r1', r2', r3', r4'[, a0'])``.
         """
         pha, fgr, new_state, _ = self.forward_features(src, guide, *state)
         return (pha, fgr, *new_state)
@@ -237,9 +247,12 @@ class StudentNet(nn.Module):
 
     def forward_features(self, src, guide, *state, want_fgr: bool = True):
         """Like :meth:`forward` but also returns the trunk's deepest features (for distillation)."""
-        if len(state) != 4:
-            raise ValueError(f"StudentNet expects 4 state tensors (r1..r4), got {len(state)}: "
+        names = self.state_names()
+        if len(state) != len(names):
+            raise ValueError(f"StudentNet expects {len(names)} state tensors ({', '.join(names)}), got {len(state)}: "
                              "start with initial_state(batch, height, width)")
+        memory = state[4:]
+        state = state[:4]
         H, W = int(src.shape[-2]), int(src.shape[-1])
         h, w = self.trunk_size(H, W)
         if (h, w) == (H, W):
@@ -248,7 +261,7 @@ class StudentNet(nn.Module):
             mode = self.config.trunk_resize
             low = torch.cat([shrink(src, (h, w), mode), shrink(guide, (h, w), mode)], dim=1)
         x = low * 2 - 1
-        f2, f4, f8, f16 = self.encoder(x)
+        f2, f4, f8, f16 = self.encoder(torch.cat([x, memory[0] * 2 - 1], dim=1) if memory else x)
         s2 = _down(x)
         s4 = _down(s2)
         s8 = _down(s4)
@@ -267,7 +280,10 @@ class StudentNet(nn.Module):
             pha = pha + guide
         pha = torch.clamp(pha, 0.0, 1.0)
         fgr = torch.clamp(fgr, 0.0, 1.0) if fgr is not None else None
-        return pha, fgr, (r1, r2, r3, r4), f16
+        new_state = (r1, r2, r3, r4)
+        if memory:
+            new_state = new_state + (torch.clamp(base_pha, 0.0, 1.0),)
+        return pha, fgr, new_state, f16
 
     def forward_clip(self, src: torch.Tensor, guide: torch.Tensor, state: Sequence[torch.Tensor] | None = None,
                      mask_valid: torch.Tensor | None = None, detach_feedback: bool = True):
@@ -340,13 +356,17 @@ class StudentNet(nn.Module):
         return model
 
     def grow_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``state`` of a smaller student of the same trunk — no ``refiner_extra`` guide, fewer
+        """``state`` of a smaller student of the same trunk — no ``refiner_extra`` guide, no ``alpha_memory``, fewer
         ``coarse_blocks`` — grown to this model's shapes so that loading it gives exactly the smaller
         student's output: the extra guide gets a zero slope, the extra blocks this model's own
         identity-initialised weights. A state that already fits is returned as it is (a copy)."""
         from .refiner import extend_refiner_state
 
         out = dict(state)
+        stem = "encoder.stages.0.0.0.weight"
+        if self.config.alpha_memory and stem in out and out[stem].shape[1] == 4:
+            w = out[stem]  # the previous-alpha channel enters with zero weights
+            out[stem] = torch.cat([w, w.new_zeros(w.shape[0], 1, *w.shape[2:])], dim=1)
         key = "refiner.conv.0.weight"
         if (self.config.refiner_extra != "none" and key in out
                 and out[key].shape[1] < self.state_dict()[key].shape[1]):

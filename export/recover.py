@@ -1,0 +1,231 @@
+"""Recover a trainable student from a bundle's fp32 ONNX graph (`mamakit export recover`).
+
+A bundle holds the weights of its student in the graph, with every BatchNorm folded into the conv
+before it. To fine-tune a shipped student when its checkpoint is not at hand (a fresh machine, a
+bundle downloaded alone), :func:`recover_student` rebuilds a :class:`StudentNet` of the bundle's
+config whose eval-mode output equals the graph's:
+
+1. a fresh student of the same config is exported through the same path (same exporter, opset,
+   size and alpha-only choice), so its graph has the same nodes in the same order;
+2. each Conv node of that graph is matched to the torch conv it came from *by value* (its weights
+   are the fresh conv's, up to the fresh BatchNorm's 1/sqrt(1 + eps));
+3. the trained graph's Conv weights and biases (same node, same position) are copied into that
+   conv; a conv followed by a BatchNorm gets the folded weights, and its BatchNorm running
+   statistics measured on calibration frames with an exactly compensating affine part
+   (``weight = sqrt(var + eps)``, ``bias = folded bias + mean``): the eval output is unchanged, and
+   train-mode batch statistics start where the trained student's were, so fine-tuning starts from
+   the shipped student instead of from a jump;
+4. the recovered student is run against the graph in ONNX Runtime on a synthetic clip; a maximum
+   alpha difference above ``tolerance`` refuses the result.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from mamakit.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def _conv_nodes(model_proto):
+    from onnx import numpy_helper
+
+    init = {t.name: t for t in model_proto.graph.initializer}
+    out = []
+    for node in model_proto.graph.node:
+        if node.op_type != "Conv":
+            continue
+        if node.input[1] not in init:
+            raise ConfigError(f"Conv node {node.name!r} takes weights computed in the graph, not stored: this "
+                              "bundle's graph cannot be recovered (export it again from its checkpoint)")
+        w = numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
+        b = numpy_helper.to_array(init[node.input[2]]).astype(np.float64) if len(node.input) > 2 and node.input[2] \
+            else None
+        out.append((node.name, w, b))
+    return out
+
+
+def _match(fresh_w: np.ndarray, convs: list, used: set) -> int:
+    """Index of the torch conv whose weight is proportional (cosine > 0.9999) to ``fresh_w``."""
+    best, best_cos = -1, 0.0
+    f = fresh_w.ravel()
+    for i, (name, conv) in enumerate(convs):
+        w = conv.weight.detach().double().numpy()
+        if w.shape != fresh_w.shape or i in used:
+            continue
+        cos = float(np.dot(w.ravel(), f) / (np.linalg.norm(w) * np.linalg.norm(f) + 1e-30))
+        if cos > best_cos:
+            best, best_cos = i, cos
+    if best < 0 or best_cos < 0.9999:
+        raise ConfigError("the bundle's graph does not match a student of its recorded config (a Conv node has no "
+                          "counterpart): recover it with the mamakit version that exported it")
+    return best
+
+
+def _calibration_frames(size: tuple[int, int], frames: int, seed: int):
+    """Synthetic frames + degraded masks at training-crop scale for the BatchNorm statistics."""
+    from mamakit.degrade import degrade_masks
+    from mamakit.synth import make_clip
+
+    clip = make_clip(seed, frames, size)
+    alpha = np.asarray(clip.alpha, np.float32)
+    masks = degrade_masks(alpha, np.random.default_rng(seed)).astype(np.float32)
+    return np.asarray(clip.frames), masks
+
+
+def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = None, *, tolerance: float = 1e-3,
+                    stats_size: tuple[int, int] = (256, 144), stats_ratio: float = 0.5, stats_frames: int = 16,
+                    seed: int = 0, threads: int = 1):
+    """The bundle's student as a trainable :class:`StudentNet` (eval mode); written with
+    ``save_pretrained`` to ``out`` when given. Returns ``(model, report)``."""
+    import onnx
+    import torch
+    from torch import nn
+
+    from mamakit.bundle import read_manifest
+    from mamakit.student.models import StudentConfig, StudentNet
+
+    from . import graph as G
+    from .student import _Wrapped
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    if manifest.get("kind") != "student":
+        raise InputError(f"{bundle} holds a {manifest.get('kind')!r} bundle: only student bundles can be recovered")
+    if manifest.get("precision") != "fp32":
+        raise InputError(f"{bundle} is a {manifest.get('precision')} bundle: recover from the fp32 bundle "
+                         "(quantised weights are not the trained ones)")
+    cfg_dict = (manifest.get("source") or {}).get("config")
+    if not isinstance(cfg_dict, dict):
+        raise InputError(f"{bundle}/bundle.json records no student config (source.config): cannot rebuild the student")
+    config = StudentConfig.from_dict(cfg_dict)
+    spec = manifest["graphs"]["main"]
+    W, H = (int(v) for v in manifest["processing_size"])
+    outputs = [o["name"] for o in spec["outputs"]]
+    fgr = "fgr" in outputs
+    trained = onnx.load(str(bundle / spec["file"]))
+
+    torch.manual_seed(seed)
+    model = StudentNet(config).eval()
+    with torch.no_grad():  # random weights everywhere (some convs start at zero): every weight tells its conv
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.normal_(0, 0.1)
+    w = _Wrapped(model, (W, H), fgr=fgr)
+    with tempfile.TemporaryDirectory(prefix="mamakit-recover-") as tmp:
+        raw, slim = Path(tmp) / "raw.onnx", Path(tmp) / "fresh.onnx"
+        args = (torch.zeros(1, 3, H, W), torch.zeros(1, 1, H, W), *w.init_state)
+        exporter = "dynamo" if spec.get("dynamic") else "legacy"
+        G.export_module(w.graph_module, args, raw, input_names=w.input_names, output_names=w.output_names,
+                        exporter=exporter, opset=int(spec.get("opset") or G.default_opset(exporter)), varargs_from=2)
+        G.simplify(raw, slim)
+        fresh = onnx.load(str(slim))
+    ops_t = [n.op_type for n in trained.graph.node]
+    ops_f = [n.op_type for n in fresh.graph.node]
+    if ops_t != ops_f:
+        raise ConfigError(f"the bundle's graph ({len(ops_t)} nodes) is not the graph a student of its config exports "
+                          f"to with this mamakit ({len(ops_f)} nodes): recover it with the version that exported it")
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    bn_after = {}
+    for name, mod in model.named_modules():
+        kids = list(mod.named_children())
+        for (n1, c1), (n2, c2) in zip(kids, kids[1:]):
+            if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.BatchNorm2d):
+                bn_after[f"{name}.{n1}" if name else n1] = c2
+    used: set[int] = set()
+    conv_t, conv_f = _conv_nodes(trained), _conv_nodes(fresh)
+    with torch.no_grad():
+        for (_, wt, bt), (_, wf, _) in zip(conv_t, conv_f):
+            i = _match(wf, convs, used)
+            used.add(i)
+            name, conv = convs[i]
+            conv.weight.copy_(torch.from_numpy(wt))
+            bn = bn_after.get(name)
+            if bn is not None:
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0)
+                bn.weight.fill_(float(np.sqrt(1.0 + bn.eps)))
+                bn.bias.copy_(torch.from_numpy(bt if bt is not None else np.zeros(wt.shape[0])))
+            elif conv.bias is not None:
+                conv.bias.copy_(torch.from_numpy(bt if bt is not None else np.zeros(wt.shape[0])))
+    if len(used) != len(convs):
+        missing = [convs[i][0] for i in range(len(convs)) if i not in used]
+        log.info("convs absent from the graph (not used by its outputs; left as initialised): %s", ", ".join(missing))
+
+    # BatchNorm statistics of the conv outputs on training-scale frames (eval mode: the output is
+    # the graph's whatever the statistics, so one pass measures them all)
+    sums: dict[nn.BatchNorm2d, list] = {}
+
+    def hook(bn):
+        def fn(_mod, inputs):
+            x = inputs[0].detach().double()
+            acc = sums.setdefault(bn, [0.0, 0.0, 0])
+            acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
+            acc[1] = acc[1] + (x * x).sum(dim=(0, 2, 3))
+            acc[2] += x.numel() // x.shape[1]
+        return fn
+
+    handles = [bn.register_forward_pre_hook(hook(bn)) for bn in bn_after.values()]
+    torch.set_num_threads(threads)
+    deploy_ratio = config.downsample_ratio
+    model.reconfigure(downsample_ratio=stats_ratio)
+    try:
+        frames, masks = _calibration_frames(stats_size, stats_frames, seed + 12345)
+        state = model.initial_state(1, stats_size[1], stats_size[0])
+        with torch.no_grad():
+            for f, m in zip(frames, masks):
+                src = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
+                _, _, *state = model(src, torch.from_numpy(m)[None, None], *state)
+    finally:
+        for h in handles:
+            h.remove()
+        model.reconfigure(downsample_ratio=deploy_ratio)
+    with torch.no_grad():
+        for bn, (s, s2, n) in sums.items():
+            mean = s / n
+            var = (s2 / n - mean * mean).clamp_min(1e-6)
+            folded_bias = bn.bias.double() - 0.0  # the folded bias (running_mean is 0 so far)
+            bn.running_mean.copy_(mean.float())
+            bn.running_var.copy_(var.float())
+            bn.weight.copy_(torch.sqrt(var + bn.eps).float())
+            bn.bias.copy_((folded_bias + mean).float())
+    model.eval()
+    delta = _parity(model, bundle / spec["file"], (W, H), fgr, seed, threads)
+    report = {"convs": len(conv_t), "batchnorms": len(sums), "max_abs_alpha_diff": delta, "size": [W, H]}
+    if not delta <= tolerance:
+        raise ConfigError(f"the recovered student differs from the bundle's graph by {delta:.2e} in alpha "
+                          f"(> {tolerance:g}): not written")
+    log.info("recovered %d convs and %d BatchNorms; max |alpha - graph| %.2e over a synthetic clip",
+             len(conv_t), len(sums), delta)
+    if out is not None:
+        model.save_pretrained(out)
+    return model, report
+
+
+def _parity(model, graph: Path, size: tuple[int, int], fgr: bool, seed: int, threads: int, frames: int = 4) -> float:
+    import onnxruntime as ort
+    import torch
+
+    W, H = size
+    frames_, masks = _calibration_frames((W, H), frames, seed + 777)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    state_t = model.initial_state(1, H, W)
+    state_o = [s.numpy() for s in state_t]
+    names = [f"{n}i" for n in model.state_names()]
+    worst = 0.0
+    with torch.no_grad():
+        for f, m in zip(frames_, masks):
+            src = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
+            guide = torch.from_numpy(m)[None, None]
+            pha, _, *state_t = model(src, guide, *state_t)
+            outs = sess.run(None, {"src": src.numpy(), "guide": guide.numpy(), **dict(zip(names, state_o))})
+            state_o = outs[2:] if fgr else outs[1:]
+            worst = max(worst, float(np.abs(outs[0] - pha.numpy()).max()))
+    return worst
