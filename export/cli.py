@@ -86,6 +86,9 @@ def add_parser(subparsers) -> None:
                                    "the result is refused unless it matches the graph in ONNX Runtime.")
     r.add_argument("bundle", help="an fp32 student bundle (e.g. runtime/bundles/default)")
     r.add_argument("--out", required=True, help="student folder to create (use it as model.init_from or --checkpoint)")
+    r.add_argument("--calib", default=None,
+                   help="the dataset the student will be fine-tuned on (recommended): BatchNorm statistics are measured "
+                        "on its frames, so train mode starts near the shipped student (default: synthetic clips)")
     r.add_argument("--tolerance", type=float, default=1e-3, help="largest alpha difference to the graph accepted (default 1e-3)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--overwrite", action="store_true", help="replace an existing folder at --out")
@@ -177,7 +180,7 @@ def _recover(args) -> int:
     out = Path(args.out)
     if out.is_file() or (out.is_dir() and any(out.iterdir()) and not args.overwrite):
         raise ConfigError(f"--out {out} already exists: choose a new folder or pass --overwrite")
-    _, report = recover_student(args.bundle, out, tolerance=args.tolerance, threads=args.threads)
+    _, report = recover_student(args.bundle, out, tolerance=args.tolerance, calib=args.calib, threads=args.threads)
     print(f"wrote {out}: {report['convs']} convs, {report['batchnorms']} BatchNorms; max |alpha - graph| "
           f"{report['max_abs_alpha_diff']:.1e} at {report['size'][0]}x{report['size'][1]}")
     return 0

@@ -69,7 +69,7 @@ def _match(fresh_w: np.ndarray, convs: list, used: set) -> int:
 
 
 def _calibration_frames(size: tuple[int, int], frames: int, seed: int):
-    """Synthetic frames + degraded masks at training-crop scale for the BatchNorm statistics."""
+    """One synthetic clip (frames, degraded masks) at ``size``."""
     from mamakit.degrade import degrade_masks
     from mamakit.synth import make_clip
 
@@ -79,11 +79,46 @@ def _calibration_frames(size: tuple[int, int], frames: int, seed: int):
     return np.asarray(clip.frames), masks
 
 
+def _stats_clips(calib, size: tuple[int, int], clips: int, frames: int, seed: int):
+    """Clips ``(frames uint8 [T,H,W,3], masks float32 [T,H,W])`` at ``size`` for the BatchNorm statistics:
+    from the dataset ``calib`` (the training data: its frames resized, masks degraded from its alpha as
+    coarse, relative to the frame, as a 720p video's — as the recipes train) or synthetic clips."""
+    import cv2
+
+    from mamakit.degrade import DegradeConfig, degrade_masks
+
+    W, H = size
+    if calib is None:
+        for k in range(clips):
+            yield _calibration_frames(size, frames, seed + k)
+        return
+    from mamakit.dataset import Dataset
+
+    ds = Dataset(calib)
+    if len(ds) == 0:
+        raise InputError(f"--calib {calib} holds no clips: pass the dataset the student was trained on")
+    cfg = DegradeConfig().for_height(H, 720)
+    rng = np.random.default_rng(seed)
+    for i in np.linspace(0, len(ds) - 1, min(clips, len(ds))).round().astype(int):
+        clip = ds[int(i)]
+        n = min(frames, len(clip))
+        f = np.stack([cv2.resize(x, (W, H), interpolation=cv2.INTER_AREA) for x in clip.frames(list(range(n)))])
+        a = np.stack([cv2.resize(np.asarray(x, np.float32), (W, H), interpolation=cv2.INTER_AREA)
+                      for x in clip.alpha(list(range(n)))])
+        yield f, degrade_masks(a, rng, cfg).astype(np.float32)
+
+
 def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = None, *, tolerance: float = 1e-3,
-                    stats_size: tuple[int, int] = (256, 144), stats_ratio: float = 0.5, stats_frames: int = 16,
+                    calib: str | os.PathLike | None = None, stats_size: tuple[int, int] = (256, 144),
+                    stats_ratio: float = 0.5, stats_clips: int = 32, stats_frames: int = 8, stats_batch: int = 4,
                     seed: int = 0, threads: int = 1):
     """The bundle's student as a trainable :class:`StudentNet` (eval mode); written with
-    ``save_pretrained`` to ``out`` when given. Returns ``(model, report)``."""
+    ``save_pretrained`` to ``out`` when given. Returns ``(model, report)``.
+
+    ``calib``: the dataset the student will be fine-tuned on (recommended): the BatchNorm statistics are
+    measured on its frames (``stats_clips`` clips x ``stats_frames`` frames at ``stats_size``, trunk ratio
+    ``stats_ratio``, ``stats_batch`` clips a call — the default recipes' crop geometry and batch), so that in train mode, where BatchNorm uses the
+    batch's own statistics, the student computes what it computes in eval mode. Without it, synthetic clips."""
     import onnx
     import torch
     from torch import nn
@@ -178,12 +213,14 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
     sums: dict[nn.BatchNorm2d, list] = {}
 
     def hook(bn):
+        # what BatchNorm's running statistics average in training: each call's own (batch) mean and
+        # unbiased variance — not the variance over all frames, which also counts how frame means differ
         def fn(_mod, inputs):
             x = inputs[0].detach().double()
             acc = sums.setdefault(bn, [0.0, 0.0, 0])
-            acc[0] = acc[0] + x.sum(dim=(0, 2, 3))
-            acc[1] = acc[1] + (x * x).sum(dim=(0, 2, 3))
-            acc[2] += x.numel() // x.shape[1]
+            acc[0] = acc[0] + x.mean(dim=(0, 2, 3))
+            acc[1] = acc[1] + x.var(dim=(0, 2, 3), unbiased=True)
+            acc[2] += 1
         return fn
 
     handles = [bn.register_forward_pre_hook(hook(bn)) for bn in bn_after.values()]
@@ -191,12 +228,16 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
     deploy_ratio = config.downsample_ratio
     model.reconfigure(downsample_ratio=stats_ratio)
     try:
-        frames, masks = _calibration_frames(stats_size, stats_frames, seed + 12345)
-        state = model.initial_state(1, stats_size[1], stats_size[0])
+        clips = list(_stats_clips(calib, stats_size, stats_clips, stats_frames, seed + 12345))
         with torch.no_grad():
-            for f, m in zip(frames, masks):
-                src = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
-                _, _, *state = model(src, torch.from_numpy(m)[None, None], *state)
+            for b0 in range(0, len(clips), stats_batch):  # clips side by side, as in a training batch
+                group = clips[b0:b0 + stats_batch]
+                T = min(len(f) for f, _ in group)
+                state = model.initial_state(len(group), stats_size[1], stats_size[0])
+                for t in range(T):
+                    src = torch.stack([torch.from_numpy(f[t]).permute(2, 0, 1) for f, _ in group]).float() / 255.0
+                    guide = torch.stack([torch.from_numpy(m[t])[None] for _, m in group])
+                    _, _, *state = model(src, guide, *state)
     finally:
         for h in handles:
             h.remove()
@@ -206,7 +247,7 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
             # the conv now computes z = c * (folded conv); eval BatchNorm must give back z / c + folded bias
             c = scale[bn].double()
             mean = s / n
-            var = (s2 / n - mean * mean).clamp_min(1e-12)
+            var = (s2 / n).clamp_min(1e-12)
             folded_bias = bn.bias.double()  # running_mean is 0 so far
             bn.running_mean.copy_(mean.float())
             bn.running_var.copy_(var.float())
@@ -214,7 +255,8 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
             bn.bias.copy_((folded_bias + mean / c).float())
     model.eval()
     delta = _parity(model, bundle / spec["file"], (W, H), fgr, seed, threads)
-    report = {"convs": len(conv_t), "batchnorms": len(sums), "max_abs_alpha_diff": delta, "size": [W, H]}
+    report = {"convs": len(conv_t), "batchnorms": len(sums), "max_abs_alpha_diff": delta, "size": [W, H],
+              "statistics": str(calib) if calib is not None else "synthetic clips"}
     if not delta <= tolerance:
         raise ConfigError(f"the recovered student differs from the bundle's graph by {delta:.2e} in alpha "
                           f"(> {tolerance:g}): not written")

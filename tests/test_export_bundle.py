@@ -543,11 +543,12 @@ def test_export_student_with_alpha_memory_runs_in_the_runtime(work, tmp_path):
     assert max(diffs) < 1e-3, diffs
 
 
-def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, tmp_path):
+def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, calib, tmp_path):
     """`mamakit export recover` turns an fp32 bundle back into a student folder: its eval output equals
-    the exported student's (BatchNorms unfolded with measured statistics, not the identity), it trains
-    from there (a train-mode step stays close to the eval output); an fp16 bundle, a folder that is not a
-    bundle and an existing --out are one-line exit-2 errors that write nothing."""
+    the exported student's (BatchNorms unfolded with statistics measured on the --calib dataset, not the
+    identity), it trains from there (a train-mode step stays close to the eval output); an fp16 bundle, a
+    folder that is not a bundle, an existing --out and a missing --calib are one-line exit-2 errors that
+    write nothing."""
     from mamakit.student import load_student
 
     src = _tiny_student(7)
@@ -567,7 +568,7 @@ def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, tmp_pat
                        "--parity-frames", "3", "--precision", prec)
         assert proc.returncode == 0, proc.stderr
     out = tmp_path / "recovered"
-    proc = run_cli("export", "recover", b32, "--out", out)
+    proc = run_cli("export", "recover", b32, "--out", out, "--calib", calib)
     assert proc.returncode == 0, proc.stderr
     rec = load_student(out)
     assert rec.config == src.config
@@ -584,7 +585,8 @@ def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, tmp_pat
     assert float((trained - want).abs().mean()) < 0.1  # batch statistics near the measured ones
     for args, what in (([b16, "--out", tmp_path / "x16"], "fp16"),
                        ([tmp_path / "s", "--out", tmp_path / "xs"], "bundle"),
-                       ([b32, "--out", out], "--overwrite")):
+                       ([b32, "--out", out], "--overwrite"),
+                       ([b32, "--out", tmp_path / "xc", "--calib", tmp_path / "nothing"], "nothing")):
         proc = run_cli("export", "recover", *args)
         assert_one_line_error(proc, 2, what)
-    assert not (tmp_path / "x16").exists() and not (tmp_path / "xs").exists()
+    assert not any((tmp_path / n).exists() for n in ("x16", "xs", "xc"))
