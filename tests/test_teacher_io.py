@@ -45,7 +45,9 @@ def test_teacher_load_official_layout_variants_and_single_file(tiny_dir, tmp_pat
     opts = dict(processing_size=(64, 64), window=4, overlap=1)
     loaded = VideoMaMaTeacher.from_pretrained(base, vm, **opts)
     ref = VideoMaMaTeacher.tiny(seed=3, **opts)
-    np.testing.assert_allclose(loaded(frames, masks).alpha, ref(frames, masks).alpha, atol=1e-6)
+    # the same weights: equal to float32 rounding (seen: 1.1e-6 on one pixel of 9216 on a loaded CI machine);
+    # a wrong or missing tensor moves alpha by orders of magnitude more
+    np.testing.assert_allclose(loaded(frames, masks).alpha, ref(frames, masks).alpha, atol=1e-5)
     # a single .safetensors UNet + config.json
     unet, _ = load_videomama(base, vm)
     single = tmp_path / "single"
