@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
     r = sub.add_parser("recover", help="student bundle -> trainable student folder (fine-tune a shipped student)",
                        description="Rebuild a trainable student (save_pretrained folder: config.json + model.safetensors) "
                                    "from an fp32 student bundle's ONNX graph, for when its checkpoint is not at hand: "
-                                   "folded BatchNorms are unfolded with statistics measured on synthetic frames, and "
+                                   "folded BatchNorms are unfolded with statistics measured on --calib data (or synthetic frames), and "
                                    "the result is refused unless it matches the graph in ONNX Runtime.")
     r.add_argument("bundle", help="an fp32 student bundle (e.g. runtime/bundles/default)")
     r.add_argument("--out", required=True, help="student folder to create (use it as model.init_from or --checkpoint)")

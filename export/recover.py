@@ -47,16 +47,15 @@ def _conv_nodes(model_proto):
         w = numpy_helper.to_array(init[node.input[1]]).astype(np.float64)
         b = numpy_helper.to_array(init[node.input[2]]).astype(np.float64) if len(node.input) > 2 and node.input[2] \
             else None
-        out.append((node.name, w, b))
+        out.append((w, b))
     return out
 
 
-def _match(fresh_w: np.ndarray, convs: list, used: set) -> int:
-    """Index of the torch conv whose weight is proportional (cosine > 0.9999) to ``fresh_w``."""
+def _match(fresh_w: np.ndarray, weights: list[np.ndarray], used: set) -> int:
+    """Index of the torch conv weight proportional (cosine > 0.9999) to ``fresh_w``."""
     best, best_cos = -1, 0.0
     f = fresh_w.ravel()
-    for i, (name, conv) in enumerate(convs):
-        w = conv.weight.detach().double().numpy()
+    for i, w in enumerate(weights):
         if w.shape != fresh_w.shape or i in used:
             continue
         cos = float(np.dot(w.ravel(), f) / (np.linalg.norm(w) * np.linalg.norm(f) + 1e-30))
@@ -66,17 +65,6 @@ def _match(fresh_w: np.ndarray, convs: list, used: set) -> int:
         raise ConfigError("the bundle's graph does not match a student of its recorded config (a Conv node has no "
                           "counterpart): recover it with the mamakit version that exported it")
     return best
-
-
-def _calibration_frames(size: tuple[int, int], frames: int, seed: int):
-    """One synthetic clip (frames, degraded masks) at ``size``."""
-    from mamakit.degrade import degrade_masks
-    from mamakit.synth import make_clip
-
-    clip = make_clip(seed, frames, size)
-    alpha = np.asarray(clip.alpha, np.float32)
-    masks = degrade_masks(alpha, np.random.default_rng(seed)).astype(np.float32)
-    return np.asarray(clip.frames), masks
 
 
 def _stats_clips(calib, size: tuple[int, int], clips: int, frames: int, seed: int):
@@ -89,8 +77,12 @@ def _stats_clips(calib, size: tuple[int, int], clips: int, frames: int, seed: in
 
     W, H = size
     if calib is None:
+        from mamakit.synth import make_clip
+
         for k in range(clips):
-            yield _calibration_frames(size, frames, seed + k)
+            clip = make_clip(seed + k, frames, size)
+            masks = degrade_masks(np.asarray(clip.alpha, np.float32), np.random.default_rng(seed + k))
+            yield np.asarray(clip.frames), masks.astype(np.float32)
         return
     from mamakit.dataset import Dataset
 
@@ -127,7 +119,7 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
     from mamakit.student.models import StudentConfig, StudentNet
 
     from . import graph as G
-    from .student import _Wrapped
+    from .student import _Wrapped, measure_parity, trace_graph
 
     bundle = Path(bundle)
     manifest = read_manifest(bundle)
@@ -148,18 +140,19 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
 
     torch.manual_seed(seed)
     model = StudentNet(config).eval()
+    # per-conv RMS of a fresh initialisation (the scale BatchNorm'd convs get back below)
+    init_rms = {n: float(m.weight.detach().pow(2).mean().sqrt()) for n, m in model.named_modules()
+                if isinstance(m, nn.Conv2d)}
     with torch.no_grad():  # random weights everywhere (some convs start at zero): every weight tells its conv
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.normal_(0, 0.1)
     w = _Wrapped(model, (W, H), fgr=fgr)
+    exporter = "dynamo" if spec.get("dynamic") else "legacy"
     with tempfile.TemporaryDirectory(prefix="mamakit-recover-") as tmp:
-        raw, slim = Path(tmp) / "raw.onnx", Path(tmp) / "fresh.onnx"
-        args = (torch.zeros(1, 3, H, W), torch.zeros(1, 1, H, W), *w.init_state)
-        exporter = "dynamo" if spec.get("dynamic") else "legacy"
-        G.export_module(w.graph_module, args, raw, input_names=w.input_names, output_names=w.output_names,
-                        exporter=exporter, opset=int(spec.get("opset") or G.default_opset(exporter)), varargs_from=2)
-        G.simplify(raw, slim)
+        slim = Path(tmp) / "fresh.onnx"
+        trace_graph(w, (W, H), slim, exporter=exporter, opset=int(spec.get("opset") or G.default_opset(exporter)),
+                    dynamic=bool(spec.get("dynamic")))
         fresh = onnx.load(str(slim))
     ops_t = [n.op_type for n in trained.graph.node]
     ops_f = [n.op_type for n in fresh.graph.node]
@@ -181,20 +174,18 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
     # weights would train many times faster than the original's did (in session 13's fine-tunes the
     # unscaled folded weights moved by up to 53 % in 600 steps; rescaled and unscaled runs both ended
     # below the recovered student, see docs/student.md "Session 13")
-    torch.manual_seed(seed)
-    init_rms = {n: float(m.weight.detach().pow(2).mean().sqrt()) for n, m in StudentNet(config).named_modules()
-                if isinstance(m, nn.Conv2d)}
     scale: dict[nn.BatchNorm2d, torch.Tensor] = {}
     with torch.no_grad():
-        for (_, wt, bt), (_, wf, _) in zip(conv_t, conv_f):
-            i = _match(wf, convs, used)
+        fresh_weights = [conv.weight.detach().double().numpy() for _, conv in convs]
+        for (wt, bt), (wf, _) in zip(conv_t, conv_f):
+            i = _match(wf, fresh_weights, used)
             used.add(i)
             name, conv = convs[i]
             w_ = torch.from_numpy(wt)
             bn = bn_after.get(name)
             if bn is not None:
                 rms = w_.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
-                c = (init_rms[name] / rms) if init_rms[name] > 0 else torch.ones_like(rms)
+                c = init_rms[name] / rms
                 scale[bn] = c
                 conv.weight.copy_(w_ * c.view(-1, *([1] * (w_.dim() - 1))))
                 bn.running_mean.zero_()
@@ -255,7 +246,9 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
             bn.weight.copy_((torch.sqrt(var + bn.eps) / c).float())
             bn.bias.copy_((folded_bias + mean / c).float())
     model.eval()
-    delta = _parity(model, bundle / spec["file"], (W, H), fgr, seed, threads)
+    parity, _ = measure_parity(w, bundle / spec["file"], (W, H), frames=4,
+                               seed=seed + 777, threads=threads, keep_calls=0)
+    delta = parity["max_abs_diff_pha"]
     report = {"convs": len(conv_t), "batchnorms": len(sums), "max_abs_alpha_diff": delta, "size": [W, H],
               "statistics": str(calib) if calib is not None else "synthetic clips"}
     if not delta <= tolerance:
@@ -266,27 +259,3 @@ def recover_student(bundle: str | os.PathLike, out: str | os.PathLike | None = N
     if out is not None:
         model.save_pretrained(out)
     return model, report
-
-
-def _parity(model, graph: Path, size: tuple[int, int], fgr: bool, seed: int, threads: int, frames: int = 4) -> float:
-    import onnxruntime as ort
-    import torch
-
-    W, H = size
-    frames_, masks = _calibration_frames((W, H), frames, seed + 777)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
-    state_t = model.initial_state(1, H, W)
-    state_o = [s.numpy() for s in state_t]
-    names = [f"{n}i" for n in model.state_names()]
-    worst = 0.0
-    with torch.no_grad():
-        for f, m in zip(frames_, masks):
-            src = torch.from_numpy(f).permute(2, 0, 1)[None].float() / 255.0
-            guide = torch.from_numpy(m)[None, None]
-            pha, _, *state_t = model(src, guide, *state_t)
-            outs = sess.run(None, {"src": src.numpy(), "guide": guide.numpy(), **dict(zip(names, state_o))})
-            state_o = outs[2:] if fgr else outs[1:]
-            worst = max(worst, float(np.abs(outs[0] - pha.numpy()).max()))
-    return worst

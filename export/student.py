@@ -230,6 +230,27 @@ def apply_student_settings(model, items) -> dict:
     return values
 
 
+def trace_graph(w: _Wrapped, size: tuple[int, int], out: Path, *, exporter: str, opset: int,
+                dynamic: bool = False) -> dict:
+    """Trace the wrapped student at ``size`` (W, H) and write the cleaned-up graph to ``out``; returns
+    :func:`graph.simplify`'s report. The one tracing path of `export onnx` and `export recover`."""
+    W, H = size
+    torch = w.torch
+    args = (torch.zeros(1, 3, H, W), torch.zeros(1, 1, H, W), *w.init_state)
+    dyn = None
+    if dynamic:
+        dyn = {"src": {2: "height", 3: "width"}, "guide": {2: "height", 3: "width"}}
+        for n in w.names:
+            dyn[f"{n}i"] = {2: f"{n}_h", 3: f"{n}_w"}
+    raw = out.with_name(out.stem + ".raw.onnx")
+    try:
+        G.export_module(w.graph_module, args, raw, input_names=w.input_names, output_names=w.output_names,
+                        exporter=exporter, opset=opset, dynamic_axes=dyn, varargs_from=2)
+        return G.simplify(raw, out)
+    finally:
+        raw.unlink(missing_ok=True)
+
+
 def _AlphaOnly(model):
     """``model.forward_alpha`` as a module's forward (what torch.onnx traces)."""
     from torch import nn
@@ -421,19 +442,9 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
     work = Path(tempfile.mkdtemp(prefix="mamakit-export-"))
     try:
         # 1. trace + clean up (fp32)
-        raw, fp32 = work / "raw.onnx", work / "fp32.onnx"
-        src0 = np.zeros((1, 3, H, W), np.float32)
-        guide0 = np.zeros((1, 1, H, W), np.float32)
-        args = (w.torch.from_numpy(src0), w.torch.from_numpy(guide0), *w.init_state)
-        dyn = None
-        if o.dynamic:
-            dyn = {"src": {2: "height", 3: "width"}, "guide": {2: "height", 3: "width"}}
-            for n, s in zip(w.names, w.init_state):
-                dyn[f"{n}i"] = {2: f"{n}_h", 3: f"{n}_w"}
+        fp32 = work / "fp32.onnx"
         t0 = time.perf_counter()
-        G.export_module(w.graph_module, args, raw, input_names=w.input_names, output_names=w.output_names,
-                        exporter=exporter, opset=opset, dynamic_axes=dyn, varargs_from=2)
-        slim = G.simplify(raw, fp32)
+        slim = trace_graph(w, o.size, fp32, exporter=exporter, opset=opset, dynamic=o.dynamic)
         if o.dynamic and all(isinstance(d, int) for d in _graph_specs(fp32)[0][0]["shape"]):
             raise ConfigError("this student specialises its input size while tracing (sizes computed with int()), so "
                               "it has no dynamic-shape graph: export static graphs with --size WxH instead of --dynamic")

@@ -582,7 +582,8 @@ def test_export_recover_rebuilds_a_trainable_student_from_a_bundle(work, calib, 
         assert float((got - want).abs().max()) < 1e-4
         rec.train()
         trained, _, *_ = rec(x, g, *rec.initial_state(2, 96, 128))
-    assert float((trained - want).abs().mean()) < 0.1  # batch statistics near the measured ones
+    # batch statistics near the measured ones: 0.014-0.018 here; 0.18 with the BatchNorms left unmeasured
+    assert float((trained - want).abs().mean()) < 0.05
     for args, what in (([b16, "--out", tmp_path / "x16"], "fp16"),
                        ([tmp_path / "s", "--out", tmp_path / "xs"], "bundle"),
                        ([b32, "--out", out], "--overwrite"),
