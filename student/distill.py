@@ -64,6 +64,10 @@ class StudentDistillation(pl.LightningModule):
             ``refiner``); the others are frozen in eval mode (weights and BatchNorm statistics kept).
             None = all. E.g. ``[head, refiner]`` adapts the full-resolution refinement of a trained
             student to the deployment geometry at a fraction of the cost.
+        freeze_batchnorm: keep every BatchNorm in eval mode while training: its running statistics
+            normalise (and are not updated) and its scale and shift still learn, so a training step sees
+            exactly the function that is exported. For fine-tuning a student whose batch statistics are
+            not known, e.g. one rebuilt from a bundle by ``mamakit export recover``.
         cpu_threads: torch intra-op threads on CPU (1 is much faster than 2 on a busy 2-core box).
     """
 
@@ -82,6 +86,7 @@ class StudentDistillation(pl.LightningModule):
         feature_channels: int = 0,
         init_from: Optional[str] = None,
         train_only: Optional[list[str]] = None,
+        freeze_batchnorm: bool = False,
         log_images: bool = True,
         cpu_threads: Optional[int] = None,
     ):
@@ -111,6 +116,8 @@ class StudentDistillation(pl.LightningModule):
                 if name not in train_only:
                     module.requires_grad_(False)
                     self._frozen.append(module)
+        if freeze_batchnorm:
+            self._frozen.extend(m for m in self.student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:

@@ -289,6 +289,50 @@ def test_student_train_only_freezes_the_other_parts_weights_and_statistics(tmp_p
         StudentDistillation(student=TINY_STUDENT, train_only=[])
 
 
+def test_student_freeze_batchnorm_trains_on_the_exported_function(tmp_path):
+    """model.freeze_batchnorm: every BatchNorm stays in eval mode during training, so a training step
+    sees the function that is exported (train-mode output == eval output) and the running statistics
+    are never updated, while the weights, BatchNorm scales and shifts included, still learn."""
+    pl.seed_everything(0)
+    dm = StudentData(**TINY_DATA)
+    dm.setup("fit")
+    batch = _fixed_batch(dm)
+    system = StudentDistillation(student=TINY_STUDENT, lr=1e-2, warmup_steps=0, tbptt=2, freeze_batchnorm=True)
+    bn = [(n, m) for n, m in system.student.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bn
+    with torch.no_grad():  # a trained-like student: nonzero head (a fresh one outputs the mask) and
+        for p in system.student.parameters():  # statistics unlike the batches', so the two modes differ
+            p.add_(0.1 * torch.randn_like(p))
+        for _, m in bn:
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+
+    def out(train: bool):
+        system.train(train)
+        system._keep_frozen_in_eval()
+        with torch.no_grad():
+            return system.student.forward_clip(batch["src"], batch["mask"], mask_valid=batch["mask_valid"])[0]
+
+    assert torch.equal(out(True), out(False))
+    before = copy.deepcopy(system.student.state_dict())
+    _trainer(tmp_path, 3).fit(system, datamodule=dm)
+    after = system.student.state_dict()
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+    assert any(not torch.equal(before[f"{n}.weight"], after[f"{n}.weight"]) for n, _ in bn)
+    # without the option, the same check fails: batch statistics are used and running ones move
+    plain = StudentDistillation(student=TINY_STUDENT, lr=1e-2, warmup_steps=0, tbptt=2)
+    plain.student.load_state_dict(before)
+    plain.train()
+    plain._keep_frozen_in_eval()
+    with torch.no_grad():
+        trained = plain.student.forward_clip(batch["src"], batch["mask"], mask_valid=batch["mask_valid"])[0]
+    plain.eval()
+    with torch.no_grad():
+        evaluated = plain.student.forward_clip(batch["src"], batch["mask"], mask_valid=batch["mask_valid"])[0]
+    assert not torch.allclose(trained, evaluated, atol=1e-3)
+
+
 def _unknown(keys, allowed) -> list[str]:
     return sorted(set(keys) - set(allowed))
 
