@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -67,7 +67,8 @@ class StudentDistillation(pl.LightningModule):
         freeze_batchnorm: keep every BatchNorm in eval mode while training: its running statistics
             normalise (and are not updated) and its scale and shift still learn, so a training step sees
             exactly the function that is exported. For fine-tuning a student whose batch statistics are
-            not known, e.g. one rebuilt from a bundle by ``mamakit export recover``.
+            not known, e.g. one rebuilt from a bundle by ``mamakit export recover``. ``true`` = every
+            BatchNorm; a list of parts (as ``train_only``) = only those parts' BatchNorms.
         cpu_threads: torch intra-op threads on CPU (1 is much faster than 2 on a busy 2-core box).
     """
 
@@ -86,7 +87,7 @@ class StudentDistillation(pl.LightningModule):
         feature_channels: int = 0,
         init_from: Optional[str] = None,
         train_only: Optional[list[str]] = None,
-        freeze_batchnorm: bool = False,
+        freeze_batchnorm: Union[bool, list[str]] = False,
         log_images: bool = True,
         cpu_threads: Optional[int] = None,
     ):
@@ -117,7 +118,12 @@ class StudentDistillation(pl.LightningModule):
                     module.requires_grad_(False)
                     self._frozen.append(module)
         if freeze_batchnorm:
-            self._frozen.extend(m for m in self.student.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+            parts = dict(self.student.named_children())
+            names = list(parts) if freeze_batchnorm is True else list(freeze_batchnorm)
+            if set(names) - set(parts):
+                raise ConfigError(f"model.freeze_batchnorm {names}: true, or name one or more of {', '.join(parts)}")
+            self._frozen.extend(m for n in names for m in parts[n].modules()
+                                if isinstance(m, nn.modules.batchnorm._BatchNorm))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
         except TypeError as exc:

@@ -331,6 +331,12 @@ def test_student_freeze_batchnorm_trains_on_the_exported_function(tmp_path):
     with torch.no_grad():
         evaluated = plain.student.forward_clip(batch["src"], batch["mask"], mask_valid=batch["mask_valid"])[0]
     assert not torch.allclose(trained, evaluated, atol=1e-3)
+    # a list freezes only those parts' BatchNorms; an unknown part is a config error
+    part = StudentDistillation(student=TINY_STUDENT, freeze_batchnorm=["encoder"])
+    assert part._frozen and all(any(m is e for e in part.student.encoder.modules()) for m in part._frozen)
+    assert len(part._frozen) < len(system._frozen)
+    with pytest.raises(ConfigError, match="freeze_batchnorm"):
+        StudentDistillation(student=TINY_STUDENT, freeze_batchnorm=["trunk"])
 
 
 def _unknown(keys, allowed) -> list[str]:
