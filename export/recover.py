@@ -71,11 +71,10 @@ def _stats_clips(calib, size: tuple[int, int], clips: int, frames: int, seed: in
     """Clips ``(frames uint8 [T,H,W,3], masks float32 [T,H,W])`` at ``size`` for the BatchNorm statistics:
     from the dataset ``calib`` (the training data: its frames resized, masks degraded from its alpha as
     coarse, relative to the frame, as a 720p video's — as the recipes train) or synthetic clips."""
-    import cv2
-
     from mamakit.degrade import DegradeConfig, degrade_masks
 
-    W, H = size
+    from .student import _resize
+
     if calib is None:
         from mamakit.synth import make_clip
 
@@ -89,14 +88,13 @@ def _stats_clips(calib, size: tuple[int, int], clips: int, frames: int, seed: in
     ds = Dataset(calib)
     if len(ds) == 0:
         raise InputError(f"--calib {calib} holds no clips: pass the dataset the student was trained on")
-    cfg = DegradeConfig().for_height(H, 720)
+    cfg = DegradeConfig().for_height(size[1], 720)
     rng = np.random.default_rng(seed)
     for i in np.linspace(0, len(ds) - 1, min(clips, len(ds))).round().astype(int):
         clip = ds[int(i)]
         n = min(frames, len(clip))
-        f = np.stack([cv2.resize(x, (W, H), interpolation=cv2.INTER_AREA) for x in clip.frames(list(range(n)))])
-        a = np.stack([cv2.resize(np.asarray(x, np.float32), (W, H), interpolation=cv2.INTER_AREA)
-                      for x in clip.alpha(list(range(n)))])
+        f = np.stack([_resize(x, size) for x in clip.frames(list(range(n)))])
+        a = np.stack([_resize(np.asarray(x, np.float32), size) for x in clip.alpha(list(range(n)))])
         yield f, degrade_masks(a, rng, cfg).astype(np.float32)
 
 

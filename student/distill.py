@@ -109,20 +109,15 @@ class StudentDistillation(pl.LightningModule):
             self.student.load_weights(state, source=str(init_from))
         self._frozen: list[nn.Module] = []
         if train_only is not None:
-            parts = dict(self.student.named_children())
-            bad = sorted(set(train_only) - set(parts))
-            if bad or not train_only:
-                raise ConfigError(f"model.train_only {list(train_only)}: name one or more of {', '.join(parts)}")
-            for name, module in parts.items():
-                if name not in train_only:
+            keep = self._parts("train_only", train_only)
+            for name, module in self.student.named_children():
+                if name not in keep:
                     module.requires_grad_(False)
                     self._frozen.append(module)
         if freeze_batchnorm:
-            parts = dict(self.student.named_children())
-            names = list(parts) if freeze_batchnorm is True else list(freeze_batchnorm)
-            if set(names) - set(parts):
-                raise ConfigError(f"model.freeze_batchnorm {names}: true, or name one or more of {', '.join(parts)}")
-            self._frozen.extend(m for n in names for m in parts[n].modules()
+            every = [name for name, _ in self.student.named_children()]
+            parts = self._parts("freeze_batchnorm", every if freeze_batchnorm is True else freeze_batchnorm)
+            self._frozen.extend(m for part in parts.values() for m in part.modules()
                                 if isinstance(m, nn.modules.batchnorm._BatchNorm))
         try:
             self.weights = L.LossWeights(**(loss_weights or {}))
@@ -138,6 +133,14 @@ class StudentDistillation(pl.LightningModule):
             self.feat_proj = nn.Conv2d(self.student.encoder.channels[-1], feature_channels, 1)
         self._skipped = 0
         self._val_rows: list[dict[str, float]] = []
+
+    def _parts(self, key: str, names: list[str]) -> dict[str, nn.Module]:
+        """The student's parts named by setting ``model.<key>`` (one or more of its children)."""
+        parts = dict(self.student.named_children())
+        names = list(names)
+        if not names or set(names) - set(parts):
+            raise ConfigError(f"model.{key} {names}: name one or more of {', '.join(parts)}")
+        return {n: parts[n] for n in names}
 
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads:

@@ -247,8 +247,8 @@ class StudentNet(nn.Module):
 
     def forward_features(self, src, guide, *state, want_fgr: bool = True):
         """Like :meth:`forward` but also returns the trunk's deepest features (for distillation)."""
-        if len(state) != 4 + self.config.alpha_memory:
-            names = self.state_names()
+        names = self.state_names()
+        if len(state) != len(names):
             raise ValueError(f"StudentNet expects {len(names)} state tensors ({', '.join(names)}), got {len(state)}: "
                              "start with initial_state(batch, height, width)")
         memory = state[4:]
