@@ -125,23 +125,10 @@ def make_synthetic_clips(n_clips: int, frames: int, size: tuple[int, int], seed:
 
 
 def run_student(model, frames: np.ndarray, masks: np.ndarray, first_frame_only: bool = False) -> np.ndarray:
-    import torch
+    """The student streamed over a clip as the runtime runs it (:func:`mamakit.student.stream`)."""
+    from mamakit.student import stream
 
-    T, H, W, _ = frames.shape
-    state = model.initial_state(1, H, W)
-    out = []
-    prev = None
-    with torch.no_grad():
-        for t in range(T):
-            src = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255.0
-            if first_frame_only and t > 0:
-                guide = prev
-            else:
-                guide = torch.from_numpy(masks[t])[None, None]
-            pha, _, *state = model(src, guide, *state)
-            prev = pha
-            out.append(pha[0, 0].numpy())
-    return np.stack(out)
+    return stream(model, frames, masks, first_frame_only=first_frame_only)
 
 
 def score(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:

@@ -55,21 +55,35 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class StateSpec:
-    """A recurrent state tensor: fed as ``input``, returned as ``output``, starts as ``init``."""
+    """A recurrent state tensor: fed as ``input``, returned as ``output``, starts as ``init``.
+
+    ``carry`` says how the output becomes the next frame's input: ``"copy"`` (as it is) or ``"flow"``
+    (moved by the motion between the two frames, its last channel gated: :mod:`mamakit.stabilize`,
+    with ``carry_params``)."""
 
     input: str
     output: str
     shape: list
     dtype: str = "float32"
     init: str = "zeros"
+    carry: str = "copy"
+    carry_params: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"input": self.input, "output": self.output, "shape": list(self.shape),
-                "dtype": self.dtype, "init": self.init}
+        d = {"input": self.input, "output": self.output, "shape": list(self.shape),
+             "dtype": self.dtype, "init": self.init}
+        if self.carry != "copy":
+            d.update(carry=self.carry, carry_params=dict(self.carry_params))
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "StateSpec":
-        return cls(d["input"], d["output"], list(d["shape"]), d.get("dtype", "float32"), d.get("init", "zeros"))
+        carry = d.get("carry", "copy")
+        if carry not in ("copy", "flow"):
+            raise BundleError(f"bundle state {d.get('input')!r} has carry {carry!r}; this mamakit knows 'copy' and "
+                              "'flow': upgrade mamakit or re-export the bundle")
+        return cls(d["input"], d["output"], list(d["shape"]), d.get("dtype", "float32"), d.get("init", "zeros"),
+                   carry, dict(d.get("carry_params") or {}))
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 from mamakit.bundle import MANIFEST, StateSpec, TensorSpec, new_manifest, write_manifest
 from mamakit.errors import BundleError, ConfigError, InputError, ParityError
 from mamakit.fsutil import check_writable_dir, sha256_file
+from mamakit.stabilize import FlowParams
 
 from . import graph as G
 from .source import Source, read_source
@@ -487,7 +488,9 @@ def export_student(checkpoint: str | os.PathLike, out: str | os.PathLike,
             atol = float(min(0.5, max(0.02, 2.0 * _sample_delta(final, calls, w.colour_outputs, o.threads))))
         # 5. manifest
         ins, outs = _graph_specs(final)
-        state = [StateSpec(f"{n}i", f"{n}o", list(s.shape), "float32", "zeros").to_dict()
+        carry = model.state_carry() if callable(getattr(model, "state_carry", None)) else {}
+        state = [StateSpec(f"{n}i", f"{n}o", list(s.shape), "float32", "zeros", carry.get(n, "copy"),
+                           FlowParams().to_dict() if carry.get(n) == "flow" else {}).to_dict()
                  for n, s in zip(w.names, w.init_state)]
         import onnx
         import onnxruntime

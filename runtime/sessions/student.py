@@ -122,6 +122,14 @@ class OrtBackend:
                 v.update_inplace(np.zeros(v.shape(), np.float16 if "16" in v.data_type() else np.float32))
         self._k = 0
 
+    def get_state(self, i: int) -> np.ndarray:
+        """State ``i`` as the next run will read it (a host copy)."""
+        return np.asarray(self._states[self._k][i].numpy())
+
+    def set_state(self, i: int, value: np.ndarray) -> None:
+        v = self._states[self._k][i]
+        v.update_inplace(np.ascontiguousarray(value, np.float16 if "16" in v.data_type() else np.float32))
+
     def run(self, src: np.ndarray, guide: np.ndarray, pha_out: np.ndarray, fgr_out: np.ndarray | None) -> None:
         b = self._bindings[self._k]
         if self.device == "cpu":
@@ -173,6 +181,14 @@ class StudentSession(Session):
         self._resizers: dict[tuple[int, int], Resizer] = {}
         self._size: tuple[int, int] | None = None
         self._fgr_src: np.ndarray | None = None
+        # states the runtime moves with the image between frames (the stabiliser: mamakit.stabilize)
+        self._flows = {}
+        for i, st in enumerate(self.backend.state):
+            if st.carry == "flow":
+                from mamakit.stabilize import FlowCarry, FlowParams
+
+                shape = _static(st.shape)
+                self._flows[i] = FlowCarry((w, h), (shape[-1], shape[-2]), FlowParams.from_dict(st.carry_params))
 
     # -- buffers -------------------------------------------------------------------------
     def new_slot(self) -> Slot:
@@ -195,6 +211,8 @@ class StudentSession(Session):
         size = (frame.shape[1], frame.shape[0])
         r = self.resizer(size)
         img = r.image(frame)
+        for i, fc in self._flows.items():  # the stabiliser's look at this frame (pure: any thread)
+            slot.extra[("flow", i)] = fc.features(img)
         # HWC uint8 -> CHW float 0..1 without temporaries
         np.multiply(img.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=slot.src[0], casting="unsafe")
         if mask is not None:
@@ -213,6 +231,8 @@ class StudentSession(Session):
             self.reset()
         self._size = size
         guide = slot.mask if slot.has_mask else self._prev
+        for i, fc in self._flows.items():
+            self.backend.set_state(i, fc.carry(slot.extra[("flow", i)], self.backend.get_state(i)))
         self.backend.run(slot.src, guide, slot.pha, slot.fgr if self.want_fgr else None)
         np.copyto(self._prev, slot.pha, casting="unsafe")
         if slot.resizer is not None and slot.resizer.padded:
@@ -255,6 +275,8 @@ class StudentSession(Session):
     def reset(self) -> None:
         self.backend.reset()
         self._prev[...] = 0
+        for fc in self._flows.values():
+            fc.reset()
 
     def close(self) -> None:
         if self.backend is not None:

@@ -189,6 +189,31 @@ class EngineBackend:
         _check(self._cudart.cudaStreamSynchronize(self.stream))
         self._k = 0
 
+    def _state_host(self, i: int) -> np.ndarray:
+        st = self.state[i]
+        dtype = np.float16 if "16" in str(self.engine.get_tensor_dtype(st.input)).lower() else np.float32
+        shape = tuple(max(1, int(d)) for d in self.engine.get_tensor_shape(st.input))
+        return np.zeros(shape, dtype)
+
+    def get_state(self, i: int) -> np.ndarray:
+        """State ``i`` as the next run will read it (copied to the host)."""
+        c = self._cudart
+        host = self._state_host(i)
+        ptr, nbytes = self._state_bufs[self._k][i]
+        _check(c.cudaMemcpyAsync(host.ctypes.data, ptr, min(nbytes, host.nbytes),
+                                 c.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+        _check(c.cudaStreamSynchronize(self.stream))
+        return host
+
+    def set_state(self, i: int, value: np.ndarray) -> None:
+        c = self._cudart
+        host = self._state_host(i)
+        np.copyto(host, np.asarray(value).reshape(host.shape), casting="unsafe")
+        ptr, nbytes = self._state_bufs[self._k][i]
+        _check(c.cudaMemcpyAsync(ptr, host.ctypes.data, min(nbytes, host.nbytes),
+                                 c.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+        _check(c.cudaStreamSynchronize(self.stream))
+
     def run(self, src: np.ndarray, guide: np.ndarray, pha_out: np.ndarray, fgr_out: np.ndarray | None) -> None:
         c = self._cudart
         h2d, d2h = c.cudaMemcpyKind.cudaMemcpyHostToDevice, c.cudaMemcpyKind.cudaMemcpyDeviceToHost

@@ -79,6 +79,13 @@ class StudentConfig:
     #: student's own last answer. Its first-conv weights start at zero (``grow_state``), so a trained
     #: student grows into this exactly and learns to use it in fine-tuning.
     alpha_memory: bool = False
+    #: stabiliser (a deployment setting, changes no weights; 0 = off, as trained): the refiner's alpha
+    #: coefficients of the previous frame, moved onto this frame by optical flow between the two
+    #: frames and gated by how well that flow explains the frame (:mod:`mamakit.stabilize`), are
+    #: blended into this frame's with this weight. They ride in a recurrent state ``c0`` that the
+    #: caller carries with :class:`mamakit.stabilize.FlowCarry` (the runtime, the benches and
+    #: :func:`mamakit.student.stream` do); fed back as it is, it is a plain blend with the last frame.
+    stabilizer: float = 0.0
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -107,6 +114,12 @@ class StudentConfig:
         object.__setattr__(self, "decoder_channels", tuple(int(c) for c in self.decoder_channels))
         object.__setattr__(self, "decoder_separable", tuple(bool(s) for s in self.decoder_separable))
         object.__setattr__(self, "downsample_ratio", float(self.downsample_ratio))
+        if not 0.0 <= float(self.stabilizer) < 1.0:
+            raise ConfigError(f"student stabilizer must be in [0, 1), got {self.stabilizer}")
+        object.__setattr__(self, "stabilizer", float(self.stabilizer))
+        if self.stabilizer > 0 and (self.refiner_extra != "none" or self.downsample_ratio >= 1.0):
+            raise ConfigError("student stabilizer needs the refiner (downsample_ratio < 1) without an extra guide "
+                              f"(refiner_extra 'none'), got ratio {self.downsample_ratio:g}, extra {self.refiner_extra!r}")
 
     @classmethod
     def preset(cls, name: str = "small", **overrides: Any) -> "StudentConfig":
@@ -176,7 +189,7 @@ class StudentNet(nn.Module):
                                         separable=cfg.decoder_separable, coarse_blocks=cfg.coarse_blocks)
         self.head = nn.Conv2d(cfg.decoder_channels[-1], 4, 1)
         self.refiner = DeepGuidedFilterRefiner(cfg.decoder_channels[-1], cfg.refiner_hidden, cfg.refiner_radius,
-                                               cfg.refiner_extra, cfg.refiner_smooth)
+                                               cfg.refiner_extra, cfg.refiner_smooth, cfg.stabilizer)
         # start as "the guide, box-filtered and upsampled": zero alpha correction, zero foreground
         # residual, zero guided-filter slope (A = 0 -> output = local mean of the low-res prediction)
         for conv in (self.head, self.refiner.conv[-1]):
@@ -184,7 +197,7 @@ class StudentNet(nn.Module):
             nn.init.zeros_(conv.bias)
 
     #: config fields that change how a trained student runs but none of its weights
-    DEPLOY_KEYS = ("downsample_ratio", "trunk_resize", "refiner_radius", "refiner_smooth")
+    DEPLOY_KEYS = ("downsample_ratio", "trunk_resize", "refiner_radius", "refiner_smooth", "stabilizer")
 
     def reconfigure(self, **changes: Any) -> "StudentNet":
         """Change deployment settings (:attr:`DEPLOY_KEYS`) of this student in place; returns it."""
@@ -195,6 +208,7 @@ class StudentNet(nn.Module):
         self.config = dataclasses.replace(self.config, **changes)
         self.refiner.radius = self.config.refiner_radius
         self.refiner.smooth = self.config.refiner_smooth
+        self.refiner.stabilizer = self.config.stabilizer
         return self
 
     # ---- shapes -------------------------------------------------------------------------
@@ -205,8 +219,15 @@ class StudentNet(nn.Module):
         return max(16, int(round(height * r))), max(16, int(round(width * r)))
 
     def state_names(self) -> list[str]:
-        """r1..r4 (the GRUs, finest first), then ``a0`` (the previous trunk alpha) with alpha_memory."""
-        return ["r1", "r2", "r3", "r4"] + (["a0"] if self.config.alpha_memory else [])
+        """r1..r4 (the GRUs, finest first), then ``a0`` (the previous trunk alpha) with alpha_memory,
+        then ``c0`` (the stabiliser's coefficients and weight) with stabilizer > 0."""
+        return (["r1", "r2", "r3", "r4"] + (["a0"] if self.config.alpha_memory else [])
+                + (["c0"] if self.config.stabilizer > 0 else []))
+
+    def state_carry(self) -> dict[str, str]:
+        """How each state goes from one frame's output to the next frame's input
+        (:data:`mamakit.stabilize.CARRIES`): ``"flow"`` for ``c0``, ``"copy"`` for the rest."""
+        return {n: ("flow" if n == "c0" else "copy") for n in self.state_names()}
 
     def state_shapes(self, batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
         h0, w0 = h, w = self.trunk_size(height, width)
@@ -216,6 +237,8 @@ class StudentNet(nn.Module):
             shapes.append((int(batch), int(c), h, w))
         if self.config.alpha_memory:
             shapes.append((int(batch), 1, h0, w0))
+        if self.config.stabilizer > 0:
+            shapes.append((int(batch), 3, h0, w0))
         return shapes
 
     def initial_state(self, batch: int, height: int, width: int, device=None,
@@ -251,7 +274,8 @@ class StudentNet(nn.Module):
         if len(state) != len(names):
             raise ValueError(f"StudentNet expects {len(names)} state tensors ({', '.join(names)}), got {len(state)}: "
                              "start with initial_state(batch, height, width)")
-        memory = state[4:]
+        extra = dict(zip(names[4:], state[4:]))
+        a0, c0 = extra.get("a0"), extra.get("c0")
         state = state[:4]
         H, W = int(src.shape[-2]), int(src.shape[-1])
         h, w = self.trunk_size(H, W)
@@ -261,7 +285,7 @@ class StudentNet(nn.Module):
             mode = self.config.trunk_resize
             low = torch.cat([shrink(src, (h, w), mode), shrink(guide, (h, w), mode)], dim=1)
         x = low * 2 - 1
-        f2, f4, f8, f16 = self.encoder(torch.cat([x, memory[0] * 2 - 1], dim=1) if memory else x)
+        f2, f4, f8, f16 = self.encoder(torch.cat([x, a0 * 2 - 1], dim=1) if a0 is not None else x)
         s2 = _down(x)
         s4 = _down(s2)
         s8 = _down(s4)
@@ -272,7 +296,9 @@ class StudentNet(nn.Module):
         residual = self.config.guide_residual
         # a correction of the guide: the mask is a coarse alpha
         base_pha = out[:, 3:] if residual else out[:, 3:] + low[:, 3:]
-        if (h, w) != (H, W):
+        if c0 is not None:  # the config guarantees a refiner
+            fgr, pha, c0 = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr, guide, low[:, 3:], c0)
+        elif (h, w) != (H, W):
             fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr, guide, low[:, 3:])
         else:
             fgr, pha = (base_fgr if want_fgr else None), base_pha
@@ -281,8 +307,10 @@ class StudentNet(nn.Module):
         pha = torch.clamp(pha, 0.0, 1.0)
         fgr = torch.clamp(fgr, 0.0, 1.0) if fgr is not None else None
         new_state = (r1, r2, r3, r4)
-        if memory:
+        if a0 is not None:
             new_state = new_state + (torch.clamp(base_pha, 0.0, 1.0),)
+        if c0 is not None:
+            new_state = new_state + (c0,)
         return pha, fgr, new_state, f16
 
     def forward_clip(self, src: torch.Tensor, guide: torch.Tensor, state: Sequence[torch.Tensor] | None = None,
@@ -412,3 +440,42 @@ def count_flops(model: StudentNet, height: int = 720, width: int = 1280) -> int:
         model(src, guide, *state)
     model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def stream(model: StudentNet, frames, masks=None, first_frame_only: bool = False):
+    """Run ``model`` over a clip as the runtime does: frame by frame, state carried (``c0`` by
+    :class:`mamakit.stabilize.FlowCarry`, the rest as it is), the mask as the guide — or, with
+    ``first_frame_only`` or ``masks=None``, the student's own previous alpha after frame 0.
+
+    ``frames`` THxWx3 uint8 RGB, ``masks`` THxW float 0..1. Returns THxW float32 alpha.
+    """
+    import numpy as np
+
+    from mamakit.stabilize import FlowCarry
+
+    frames = np.asarray(frames)
+    T, H, W, _ = frames.shape
+    p = next(model.parameters())
+    state = list(model.initial_state(1, H, W, device=p.device, dtype=p.dtype))
+    carry = model.state_carry()
+    flows = {}
+    for i, n in enumerate(model.state_names()):
+        if carry[n] == "flow":
+            h, w = state[i].shape[-2:]
+            flows[i] = FlowCarry((W, H), (int(w), int(h)))
+    out = np.empty((T, H, W), np.float32)
+    prev = torch.zeros(1, 1, H, W, device=p.device, dtype=p.dtype)
+    with torch.no_grad():
+        for t in range(T):
+            for i, fc in flows.items():
+                s = fc.carry(fc.features(frames[t]), state[i].cpu().numpy())
+                state[i] = torch.from_numpy(s).to(device=p.device, dtype=p.dtype)
+            src = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].to(device=p.device, dtype=p.dtype) / 255.0
+            if masks is None or (first_frame_only and t > 0):
+                guide = prev
+            else:
+                guide = torch.from_numpy(np.asarray(masks[t], np.float32))[None, None].to(device=p.device, dtype=p.dtype)
+            pha, _, *state = model(src, guide, *state)
+            prev = pha
+            out[t] = pha[0, 0].float().cpu().numpy()
+    return out

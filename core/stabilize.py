@@ -1,0 +1,118 @@
+"""Motion-compensated carry of a student's stabiliser state from one frame to the next (numpy + OpenCV).
+
+A student exported with ``stabilizer > 0`` (``mamakit export onnx --set stabilizer=0.5``) has one
+recurrent state that is not fed back verbatim: ``c0`` [1, 3, h, w] at the trunk resolution holds
+the refiner's alpha coefficients of the previous frame (the slope on the frame's gray and the
+offset of the guided filter's locally linear model) and, in its last channel, how much of them
+the next frame blends into its own. Between frames the caller moves the coefficients with the
+image: :class:`FlowCarry` estimates dense optical flow from the current frame back to the
+previous one (OpenCV's DIS, on a half-size gray frame), warps the two coefficient planes by it
+and multiplies the blend weight by a photometric gate — ``exp(-(e / sigma)^2)`` of the
+trunk-resolution colour error between the current frame and the previous one warped the same
+way — so that occlusions, new content and flow failures fall back to the current frame's own
+coefficients. At zero weight (the state's start, and after a reset) the graph computes exactly
+what it computes without the stabiliser.
+
+The same object serves the runtime (no torch), the benches and :func:`mamakit.student.stream`,
+so every path measures the function that ships. The bundle manifest names the carry and its
+parameters on the state (``"carry": "flow"``, ``"carry_params"``); a runtime that ignores them
+feeds the state back as it is, which is a plain (unwarped, ungated) blend with the last frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: how a recurrent state goes from one frame's output to the next frame's input
+CARRIES = ("copy", "flow")
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    #: size of the frame the flow is computed on, as a fraction of the processing size
+    flow_scale: float = 0.5
+    #: photometric gate: colour error (0..1) at which the blend weight falls to 1/e
+    sigma: float = 0.04
+    #: OpenCV DIS preset: 0 ultrafast, 1 fast, 2 medium
+    preset: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FlowParams":
+        d = dict(d or {})
+        return cls(float(d.get("flow_scale", cls.flow_scale)), float(d.get("sigma", cls.sigma)),
+                   int(d.get("preset", cls.preset)))
+
+    def to_dict(self) -> dict:
+        return {"flow_scale": self.flow_scale, "sigma": self.sigma, "preset": self.preset}
+
+
+@dataclass
+class FrameFeatures:
+    """What the carry needs of one frame (computed anywhere, e.g. in a prepare thread)."""
+
+    gray: np.ndarray   # uint8 at the flow size
+    small: np.ndarray  # uint8 RGB at the state's (trunk) size
+
+
+class FlowCarry:
+    """Warp a stabiliser state ``[1, C, h, w]`` by the motion between consecutive frames.
+
+    ``frame_size`` and ``state_size`` are (width, height): the processing size of the frames given
+    to :meth:`features` and the state's trunk size.
+    """
+
+    def __init__(self, frame_size: tuple[int, int], state_size: tuple[int, int], params: FlowParams | None = None):
+        import cv2
+
+        self._cv2 = cv2
+        self.params = params or FlowParams()
+        W, H = (int(v) for v in frame_size)
+        self.frame_size = (W, H)
+        self.state_size = (int(state_size[0]), int(state_size[1]))
+        s = float(self.params.flow_scale)
+        if not 0.05 <= s <= 1.0:
+            raise ValueError(f"flow_scale must be in [0.05, 1], got {s}")
+        self.flow_size = (max(16, int(round(W * s))), max(16, int(round(H * s))))
+        self._dis = cv2.DISOpticalFlow_create(int(self.params.preset))
+        w, h = self.state_size
+        self._gx, self._gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        self._prev: FrameFeatures | None = None
+
+    def features(self, frame: np.ndarray) -> FrameFeatures:
+        """``frame``: HxWx3 uint8 RGB at the processing size. Pure: safe in any thread."""
+        cv2 = self._cv2
+        f = np.asarray(frame)
+        if f.dtype != np.uint8:
+            f = np.clip(f * (255.0 if f.dtype.kind == "f" else 1.0) + 0.5, 0, 255).astype(np.uint8)
+        small = cv2.resize(f, self.state_size, interpolation=cv2.INTER_AREA)
+        g = cv2.resize(f, self.flow_size, interpolation=cv2.INTER_AREA)
+        return FrameFeatures(cv2.cvtColor(g, cv2.COLOR_RGB2GRAY), small)
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def carry(self, feat: FrameFeatures, state: np.ndarray) -> np.ndarray:
+        """The state to feed with frame ``feat``: the previous output ``state`` moved onto this
+        frame, its last channel (the blend weight) gated. The first frame after a reset passes
+        through (its state is zeros: weight 0)."""
+        prev, self._prev = self._prev, feat
+        if prev is None:
+            return state
+        cv2 = self._cv2
+        w, h = self.state_size
+        flow = self._dis.calc(feat.gray, prev.gray, None)  # current pixel -> where it was
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
+        flow *= np.float32(w / self.flow_size[0])
+        mx = self._gx + flow[..., 0]
+        my = self._gy + flow[..., 1]
+        seen = cv2.remap(prev.small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        err = cv2.absdiff(seen, feat.small).astype(np.float32).mean(axis=-1) * np.float32(1.0 / 255.0)
+        gate = np.exp(-np.square(err * np.float32(1.0 / self.params.sigma)))
+        st = np.asarray(state)
+        out = np.empty(st.shape, np.float32)
+        for c in range(st.shape[1]):
+            out[0, c] = cv2.remap(np.ascontiguousarray(st[0, c], np.float32), mx, my, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        out[0, -1] *= gate
+        return out.astype(st.dtype, copy=False)
