@@ -31,7 +31,7 @@ CARRIES = ("copy", "flow")
 @dataclass(frozen=True)
 class FlowParams:
     #: size of the frame the flow is computed on, as a fraction of the processing size
-    flow_scale: float = 0.5
+    flow_scale: float = 0.4
     #: photometric gate: colour error (0..1) at which the blend weight falls to 1/e
     sigma: float = 0.04
     #: OpenCV DIS preset: 0 ultrafast, 1 fast, 2 medium
@@ -78,6 +78,7 @@ class FlowCarry:
         w, h = self.state_size
         self._gx, self._gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         self._prev: FrameFeatures | None = None
+        self._err_weights = np.full((1, 3), 1.0 / (3 * 255.0 * self.params.sigma), np.float32)
 
     def features(self, frame: np.ndarray) -> FrameFeatures:
         """``frame``: HxWx3 uint8 RGB at the processing size. Pure: safe in any thread."""
@@ -85,9 +86,18 @@ class FlowCarry:
         f = np.asarray(frame)
         if f.dtype != np.uint8:
             f = np.clip(f * (255.0 if f.dtype.kind == "f" else 1.0) + 0.5, 0, 255).astype(np.uint8)
-        small = cv2.resize(f, self.state_size, interpolation=cv2.INTER_AREA)
-        g = cv2.resize(f, self.flow_size, interpolation=cv2.INTER_AREA)
-        return FrameFeatures(cv2.cvtColor(g, cv2.COLOR_RGB2GRAY), small)
+        # one exact 2x block mean of the frame first (OpenCV's fast path; a 2.5x or 5x INTER_AREA
+        # costs 10x more at 1280x720), then the small sizes from that
+        H, W = f.shape[:2]
+        half = cv2.resize(f, (max(1, W // 2), max(1, H // 2)), interpolation=cv2.INTER_AREA) if min(W, H) >= 64 else f
+        gray = cv2.cvtColor(half, cv2.COLOR_RGB2GRAY)
+        if (gray.shape[1], gray.shape[0]) != self.flow_size:
+            gray = cv2.resize(gray, self.flow_size, interpolation=cv2.INTER_LINEAR)
+        quarter = half
+        while quarter.shape[1] >= 2 * self.state_size[0] and quarter.shape[0] >= 2 * self.state_size[1]:
+            quarter = cv2.resize(quarter, (quarter.shape[1] // 2, quarter.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(quarter, self.state_size, interpolation=cv2.INTER_LINEAR)
+        return FrameFeatures(gray, small)
 
     def reset(self) -> None:
         self._prev = None
@@ -107,8 +117,9 @@ class FlowCarry:
         mx = self._gx + flow[..., 0]
         my = self._gy + flow[..., 1]
         seen = cv2.remap(prev.small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        err = cv2.absdiff(seen, feat.small).astype(np.float32).mean(axis=-1) * np.float32(1.0 / 255.0)
-        gate = np.exp(-np.square(err * np.float32(1.0 / self.params.sigma)))
+        # mean colour error 0..1, pre-scaled by 1/sigma (cv2.transform: 10x faster than numpy's mean)
+        err = cv2.transform(cv2.absdiff(seen, feat.small).astype(np.float32), self._err_weights)
+        gate = np.exp(-np.square(err.reshape(h, w)))
         st = np.asarray(state)
         out = np.empty(st.shape, np.float32)
         for c in range(st.shape[1]):

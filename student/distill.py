@@ -95,6 +95,10 @@ class StudentDistillation(pl.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.config = StudentConfig.preset(size, **(student or {}))
+        if self.config.stabilizer > 0:
+            raise ConfigError("model.student.stabilizer is a deployment setting (its state is carried by optical "
+                              "flow, which training does not do): train without it and export with "
+                              "`mamakit export onnx --set stabilizer=0.5`")
         train_cfg = self.config
         if train_downsample_ratio is not None:
             train_cfg = dataclasses.replace(self.config, downsample_ratio=float(train_downsample_ratio))

@@ -397,3 +397,47 @@ def test_runtime_engine_request_without_gpu_falls_back(probe_bundle, tmp_path, c
     lines = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(lines) == 1 and "rtx-engine" in lines[0], lines
     assert mt.step(_frame(64, 36), np.ones((36, 64), np.float32)).mean() > 0.99
+
+
+def test_runtime_stabilised_student_carries_its_state_by_flow_as_pytorch_does(runtime_root):
+    """A student exported with ``--set stabilizer=0.5`` names its c0 state's carry in the manifest; the
+    runtime moves that state by optical flow between frames (no torch needed for it) and streams
+    what mamakit.student.stream computes in PyTorch, frame for frame; a reset starts it over."""
+    import json
+
+    import torch
+
+    from mamakit.export.student import StudentExportOptions, export_student
+    from mamakit.runtime import Matter
+    from mamakit.student import load_student, stream
+    from mamakit.student.models import StudentConfig, StudentNet
+
+    torch.manual_seed(1)
+    ckpt, out = runtime_root / "stab_ckpt", runtime_root / "stab_bundle"
+    net = StudentNet(StudentConfig.preset("small"))
+    with torch.no_grad():
+        for p in [*net.head.parameters(), *net.refiner.conv[-1].parameters()]:
+            p.normal_(0, 0.3)
+    net.save_pretrained(ckpt)
+    export_student(ckpt, out, StudentExportOptions(size=(128, 72), parity_frames=2, sample_calls=1, threads=1,
+                                                   overwrite=True, fgr=False, student_set=("stabilizer=0.5",)))
+    state = json.loads((out / "bundle.json").read_text())["graphs"]["main"]["state"]
+    assert state[-1]["input"] == "c0i" and state[-1]["carry"] == "flow" and state[-1]["carry_params"]["flow_scale"] > 0
+    assert all("carry" not in s for s in state[:-1])
+    rng = np.random.default_rng(3)
+    import cv2
+
+    tex = cv2.resize((rng.random((12, 20, 3)) * 255).astype(np.uint8), (150, 90), interpolation=cv2.INTER_CUBIC)
+    frames = np.stack([tex[3 + t: 3 + t + 72, 4 + 3 * t: 4 + 3 * t + 128] for t in range(4)])
+    masks = np.stack([_disk(128, 72, 60 + 3 * t, 36, 20) for t in range(4)]).astype(np.float32)
+    model = load_student(ckpt).eval()
+    model.reconfigure(stabilizer=0.5)
+    want = stream(model, frames, masks)
+    model.reconfigure(stabilizer=0.0)
+    plain = stream(model, frames, masks)
+    m = Matter.load(out, threads=1)
+    for rep in range(2):  # the second pass after a reset
+        got = np.stack([m.step(f, k) for f, k in zip(frames, masks)])
+        assert np.abs(got - want).max() < 1e-4
+        m.reset()
+    assert np.abs(want[1:] - plain[1:]).max() > 1e-3  # the carried state matters

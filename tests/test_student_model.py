@@ -360,3 +360,88 @@ def test_student_alpha_memory_grows_a_trained_student_exactly_and_carries_the_pr
         grown(src, g, *st)
     assert StudentConfig.from_dict({k: v for k, v in base.config.to_dict().items()
                                     if k != "alpha_memory"}).alpha_memory is False
+
+
+def test_student_stabilizer_blends_the_carried_coefficients_and_is_a_deployment_setting():
+    """stabilizer=w adds a state c0 [1,3,h,w] at the trunk size: this frame's alpha coefficients
+    (slope on the gray, offset) become coef + c0[2] * (c0[:2] - coef), and c0' holds the blended
+    coefficients and w. A zero c0 (the start) changes nothing; weight 1 takes the carried
+    coefficients whole, weight 0.5 the midpoint; the alpha-only pass agrees; training refuses it."""
+    import dataclasses
+
+    from torch.nn import functional as F
+
+    torch.manual_seed(5)
+    cfg = dataclasses.replace(_tiny(), downsample_ratio=0.5)
+    base = StudentNet(cfg).eval()
+    with torch.no_grad():
+        for p in [*base.head.parameters(), *base.refiner.conv[-1].parameters()]:
+            p.normal_(0, 0.3)
+    net = StudentNet(cfg).eval()
+    net.load_state_dict(base.state_dict())
+    assert net.reconfigure(stabilizer=0.5) is net and net.state_names()[-1] == "c0"
+    assert net.state_carry() == {"r1": "copy", "r2": "copy", "r3": "copy", "r4": "copy", "c0": "flow"}
+    src, g, st = _frame_box_state(base, 64, 96, (16, 48, 24, 72))
+    s0 = net.initial_state(1, 64, 96)
+    assert tuple(s0[-1].shape) == (1, 3, 32, 48) and not s0[-1].any()
+    gray3 = src.sum(dim=1, keepdim=True)
+
+    def render(coef):
+        up = F.interpolate(coef, size=(64, 96), mode="bilinear", align_corners=False)
+        return torch.clamp(up[:, :1] * gray3 + up[:, 1:], 0, 1)
+
+    with torch.no_grad():
+        want, _, *_ = base(src, g, *st)
+        got, _, *s1 = net(src, g, *s0)
+        assert torch.allclose(got, want, atol=1e-6)  # zero weight: the unstabilised student
+        c0 = s1[-1]
+        assert torch.allclose(c0[:, 2], torch.full_like(c0[:, 2], 0.5))
+        assert torch.allclose(render(c0[:, :2]), got, atol=1e-5)  # c0' is this frame's coefficients
+        other = torch.randn(1, 2, 32, 48) * 0.3
+        whole, _, *_ = net(src, g, *s0[:-1], torch.cat([other, torch.ones(1, 1, 32, 48)], 1))
+        half, _, *_ = net(src, g, *s0[:-1], torch.cat([other, torch.full((1, 1, 32, 48), 0.5)], 1))
+        alpha_only, *_ = net.forward_alpha(src, g, *s0[:-1], torch.cat([other, torch.full((1, 1, 32, 48), 0.5)], 1))
+    assert torch.allclose(whole, render(other), atol=1e-5)
+    assert torch.allclose(half, render((other + c0[:, :2]) / 2), atol=1e-5)
+    assert torch.equal(half, alpha_only)
+    assert float((half - got).abs().max()) > 1e-2  # the carried coefficients are used
+    with pytest.raises(ConfigError, match="stabilizer"):
+        net.reconfigure(stabilizer=1.0)
+    with pytest.raises(ConfigError, match="stabilizer needs the refiner"):
+        StudentConfig(stabilizer=0.5, refiner_extra="mask")
+    from mamakit.student.distill import StudentDistillation
+
+    with pytest.raises(ConfigError, match="deployment setting"):
+        StudentDistillation(student={"stabilizer": 0.5})
+
+
+def test_student_stream_carries_the_stabilizer_by_flow():
+    """mamakit.student.stream runs a clip as the runtime does: with stabilizer 0 it is the plain
+    frame-by-frame loop; with stabilizer > 0 the first frame is unchanged and later frames differ."""
+    import numpy as np
+
+    from mamakit.student import stream
+
+    torch.manual_seed(6)
+    net = StudentNet(_tiny()).eval()  # ratio 0.4
+    with torch.no_grad():
+        for p in [*net.head.parameters(), *net.refiner.conv[-1].parameters()]:
+            p.normal_(0, 0.3)
+    rng = np.random.default_rng(0)
+    tex = (rng.random((80, 140, 3)) * 255).astype(np.uint8)
+    frames = np.stack([tex[4 + t: 4 + t + 72, 6 + 2 * t: 6 + 2 * t + 128] for t in range(4)])
+    masks = np.zeros((4, 72, 128), np.float32)
+    masks[:, 20:50, 30:90] = 1
+    plain = stream(net, frames, masks)
+    with torch.no_grad():
+        s = net.initial_state(1, 72, 128)
+        for t in range(4):
+            src = torch.from_numpy(frames[t]).permute(2, 0, 1)[None].float() / 255
+            p, _, *s = net(src, torch.from_numpy(masks[t])[None, None], *s)
+            assert np.array_equal(p[0, 0].numpy(), plain[t])
+    net.reconfigure(stabilizer=0.5)
+    steady = stream(net, frames, masks)
+    assert np.array_equal(steady[0], plain[0])
+    assert np.abs(steady[1:] - plain[1:]).max() > 1e-3
+    own = stream(net, frames, masks, first_frame_only=True)
+    assert np.array_equal(own[0], steady[0]) and np.abs(own[1:] - steady[1:]).max() > 1e-4
