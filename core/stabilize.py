@@ -55,6 +55,16 @@ class FrameFeatures:
     small: np.ndarray  # uint8 RGB at the state's (trunk) size
 
 
+@dataclass
+class Motion:
+    """The motion from frame ``prev`` to a frame, at the state size: remap coordinates and the gate."""
+
+    prev: FrameFeatures
+    mx: np.ndarray
+    my: np.ndarray
+    gate: np.ndarray
+
+
 class FlowCarry:
     """Warp a stabiliser state ``[1, C, h, w]`` by the motion between consecutive frames.
 
@@ -102,16 +112,18 @@ class FlowCarry:
     def reset(self) -> None:
         self._prev = None
 
-    def carry(self, feat: FrameFeatures, state: np.ndarray) -> np.ndarray:
-        """The state to feed with frame ``feat``: the previous output ``state`` moved onto this
-        frame, its last channel (the blend weight) gated. The first frame after a reset passes
-        through (its state is zeros: weight 0)."""
-        prev, self._prev = self._prev, feat
-        if prev is None:
-            return state
+    def new_flow(self):
+        """A DIS optical-flow object with this carry's preset, for :meth:`motion` in another thread
+        (one is not safe to share between threads)."""
+        return self._cv2.DISOpticalFlow_create(int(self.params.preset))
+
+    def motion(self, prev: FrameFeatures, feat: FrameFeatures, flow_object=None) -> Motion:
+        """Where each state pixel of frame ``feat`` was in frame ``prev``, and the gate. Pure given
+        its own ``flow_object`` (:meth:`new_flow`), so a pre-processing thread can compute it ahead."""
         cv2 = self._cv2
         w, h = self.state_size
-        flow = self._dis.calc(feat.gray, prev.gray, None)  # current pixel -> where it was
+        dis = flow_object if flow_object is not None else self._dis
+        flow = dis.calc(feat.gray, prev.gray, None)  # current pixel -> where it was
         flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
         flow *= np.float32(w / self.flow_size[0])
         mx = self._gx + flow[..., 0]
@@ -119,7 +131,20 @@ class FlowCarry:
         seen = cv2.remap(prev.small, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         # mean colour error 0..1, pre-scaled by 1/sigma (cv2.transform: 10x faster than numpy's mean)
         err = cv2.transform(cv2.absdiff(seen, feat.small).astype(np.float32), self._err_weights)
-        gate = np.exp(-np.square(err.reshape(h, w)))
+        return Motion(prev, mx, my, np.exp(-np.square(err.reshape(h, w))))
+
+    def carry(self, feat: FrameFeatures, state: np.ndarray, motion: Motion | None = None) -> np.ndarray:
+        """The state to feed with frame ``feat``: the previous output ``state`` moved onto this
+        frame, its last channel (the blend weight) gated. The first frame after a reset passes
+        through (its state is zeros: weight 0). ``motion``: computed ahead by :meth:`motion`; used
+        only when it was computed from the frame this carry saw last, else computed here."""
+        prev, self._prev = self._prev, feat
+        if prev is None:
+            return state
+        if motion is None or motion.prev is not prev:
+            motion = self.motion(prev, feat)
+        cv2 = self._cv2
+        mx, my, gate = motion.mx, motion.my, motion.gate
         st = np.asarray(state)
         out = np.empty(st.shape, np.float32)
         for c in range(st.shape[1]):

@@ -441,3 +441,11 @@ def test_runtime_stabilised_student_carries_its_state_by_flow_as_pytorch_does(ru
         assert np.abs(got - want).max() < 1e-4
         m.reset()
     assert np.abs(want[1:] - plain[1:]).max() > 1e-3  # the carried state matters
+    # the threaded pipeline (motion computed ahead in its pre-processing thread) streams the same,
+    # here from a first-frame mask file: the student's own alpha guides the rest
+    first = runtime_root / "stab_first_mask.png"
+    cv2.imwrite(str(first), (masks[0] * 255).astype(np.uint8))
+    model.reconfigure(stabilizer=0.5)
+    want_ff = stream(model, frames, masks, first_frame_only=True)
+    got_ff = np.stack([r.alpha.copy() for r in m.stream(iter(list(frames)), masks=first)])
+    assert got_ff.shape == want_ff.shape and np.abs(got_ff - want_ff).max() < 1e-4

@@ -13,6 +13,7 @@ host buffers), or a native TensorRT / TensorRT-RTX engine from the bundle
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,6 +190,10 @@ class StudentSession(Session):
 
                 shape = _static(st.shape)
                 self._flows[i] = FlowCarry((w, h), (shape[-1], shape[-2]), FlowParams.from_dict(st.carry_params))
+        # the motion is computed ahead in prepare (the pipeline's pre-processing thread) from the frame
+        # prepared before; infer uses it when that frame is the one it ran last (else computes it)
+        self._ahead = {i: [fc.new_flow(), None] for i, fc in self._flows.items()}
+        self._ahead_lock = threading.Lock()  # prepare may be called from more than one thread
 
     # -- buffers -------------------------------------------------------------------------
     def new_slot(self) -> Slot:
@@ -211,8 +216,13 @@ class StudentSession(Session):
         size = (frame.shape[1], frame.shape[0])
         r = self.resizer(size)
         img = r.image(frame)
-        for i, fc in self._flows.items():  # the stabiliser's look at this frame (pure: any thread)
-            slot.extra[("flow", i)] = fc.features(img)
+        for i, fc in self._flows.items():  # the stabiliser's look at this frame, and the motion ahead
+            feat = fc.features(img)
+            with self._ahead_lock:
+                dis, last = self._ahead[i]
+                slot.extra[("flow", i)] = feat
+                slot.extra[("motion", i)] = fc.motion(last, feat, dis) if last is not None else None
+                self._ahead[i][1] = feat
         # HWC uint8 -> CHW float 0..1 without temporaries
         np.multiply(img.transpose(2, 0, 1), np.float32(1.0 / 255.0), out=slot.src[0], casting="unsafe")
         if mask is not None:
@@ -232,7 +242,8 @@ class StudentSession(Session):
         self._size = size
         guide = slot.mask if slot.has_mask else self._prev
         for i, fc in self._flows.items():
-            self.backend.set_state(i, fc.carry(slot.extra[("flow", i)], self.backend.get_state(i)))
+            self.backend.set_state(i, fc.carry(slot.extra[("flow", i)], self.backend.get_state(i),
+                                               slot.extra.get(("motion", i))))
         self.backend.run(slot.src, guide, slot.pha, slot.fgr if self.want_fgr else None)
         np.copyto(self._prev, slot.pha, casting="unsafe")
         if slot.resizer is not None and slot.resizer.padded:
