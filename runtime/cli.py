@@ -57,6 +57,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="how frames map to the processing size")
     r.add_argument("--scene-cut", type=float, default=0.25, metavar="T",
                    help="reset the state when thumbnails differ by more than T (0..1, 0 = never)")
+    r.add_argument("--no-stabilize", dest="stabilize", action="store_false",
+                   help="switch off the student's flow-carried stabiliser (bundles exported with --set stabilizer=W): "
+                        "its state is zeroed every frame, which gives exactly the unstabilised student and skips the optical flow")
     r.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     r.add_argument("--loop", action="store_true", help="loop a file source until Ctrl-C (demos, preview)")
     r.add_argument("--fps", type=float, help="frame rate of image-folder sources (default 30)")
@@ -210,7 +213,7 @@ def run(args) -> int:
             raise ConfigError(f"--fg student: bundle {bundle.root} has no foreground output (exported with --no-fgr); "
                               "use --fg estimate (default) or a bundle exported with foreground")
         matter = Matter.load(bundle, provider=provider, threads=args.threads, fit=args.fit,
-                             scene_cut=args.scene_cut, smooth=args.smooth)
+                             scene_cut=args.scene_cut, smooth=args.smooth, stabilize=args.stabilize)
         if main_prompted and (points is not None or box is not None):
             matter.set_prompt(points=points, labels=labels, box=box, frame=args.prompt_frame)
         stats.extra.update(provider=matter.provider, bundle=str(bundle.root), precision=bundle.precision,

@@ -42,11 +42,12 @@ class Matter:
     @classmethod
     def load(cls, bundle: Bundle | str | os.PathLike, provider: str = "auto", threads: int | None = None, *,
              fit: str = "letterbox", scene_cut: float = 0.25, smooth: float = 0.0, spin: bool = False,
-             announce: bool = True) -> "Matter":
-        """Verify ``bundle`` (checksums first), open its session and log the provider that runs."""
+             announce: bool = True, stabilize: bool = True) -> "Matter":
+        """Verify ``bundle`` (checksums first), open its session and log the provider that runs.
+        ``stabilize=False`` switches off a student bundle's flow-carried stabiliser (docs/runtime.md)."""
         if not isinstance(bundle, Bundle):
             bundle = load_bundle(bundle)
-        options = {"fit": fit, "spin": spin} if bundle.kind == "student" else {}
+        options = {"fit": fit, "spin": spin, "stabilize": stabilize} if bundle.kind == "student" else {}
         session = open_session(bundle, provider=provider, threads=threads, **options)
         if announce:
             log.info("provider: %s (%s bundle %s, %s, %dx%d)", session.provider, bundle.kind, Path(bundle.root).name,

@@ -441,6 +441,8 @@ def test_runtime_stabilised_student_carries_its_state_by_flow_as_pytorch_does(ru
         assert np.abs(got - want).max() < 1e-4
         m.reset()
     assert np.abs(want[1:] - plain[1:]).max() > 1e-3  # the carried state matters
+    off = Matter.load(out, threads=1, stabilize=False)  # `mamakit run --no-stabilize`
+    assert np.abs(np.stack([off.step(f, k) for f, k in zip(frames, masks)]) - plain).max() < 1e-4
     # the threaded pipeline (motion computed ahead in its pre-processing thread) streams the same,
     # here from a first-frame mask file: the student's own alpha guides the rest
     first = runtime_root / "stab_first_mask.png"

@@ -158,7 +158,7 @@ class StudentSession(Session):
     needs_prompt = False
 
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None, *,
-                 fit: str = "letterbox", spin: bool = True, want_fgr: bool = True):
+                 fit: str = "letterbox", spin: bool = True, want_fgr: bool = True, stabilize: bool = True):
         super().__init__(bundle, provider, threads)
         if bundle.kind != self.kind:
             raise BundleError(f"bundle {bundle.root} is a {bundle.kind!r} bundle, not a student bundle")
@@ -184,8 +184,10 @@ class StudentSession(Session):
         self._fgr_src: np.ndarray | None = None
         # states the runtime moves with the image between frames (the stabiliser: mamakit.stabilize)
         self._flows = {}
+        #: flow-carried states switched off (stabilize=False): zeroed before every frame (weight 0)
+        self._zeroed = [i for i, st in enumerate(self.backend.state) if st.carry == "flow" and not stabilize]
         for i, st in enumerate(self.backend.state):
-            if st.carry == "flow":
+            if st.carry == "flow" and stabilize:
                 from mamakit.stabilize import FlowCarry, FlowParams
 
                 shape = _static(st.shape)
@@ -241,6 +243,8 @@ class StudentSession(Session):
             self.reset()
         self._size = size
         guide = slot.mask if slot.has_mask else self._prev
+        for i in self._zeroed:
+            self.backend.set_state(i, np.zeros(_static(self.backend.state[i].shape), np.float32))
         for i, fc in self._flows.items():
             self.backend.set_state(i, fc.carry(slot.extra[("flow", i)], self.backend.get_state(i),
                                                slot.extra.get(("motion", i))))
