@@ -78,10 +78,12 @@ class StateSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StateSpec":
+        from mamakit.stabilize import CARRIES
+
         carry = d.get("carry", "copy")
-        if carry not in ("copy", "flow"):
-            raise BundleError(f"bundle state {d.get('input')!r} has carry {carry!r}; this mamakit knows 'copy' and "
-                              "'flow': upgrade mamakit or re-export the bundle")
+        if carry not in CARRIES:
+            raise BundleError(f"bundle state {d.get('input')!r} has carry {carry!r}; this mamakit knows "
+                              f"{', '.join(CARRIES)}: upgrade mamakit or re-export the bundle")
         return cls(d["input"], d["output"], list(d["shape"]), d.get("dtype", "float32"), d.get("init", "zeros"),
                    carry, dict(d.get("carry_params") or {}))
 

@@ -48,3 +48,15 @@ def test_flow_params_roundtrip_and_validation():
     assert FlowParams.from_dict(p.to_dict()) == p and FlowParams.from_dict(None) == FlowParams()
     with pytest.raises(ValueError, match="flow_scale"):
         FlowCarry((64, 36), (16, 9), FlowParams(flow_scale=2.0))
+
+
+def test_bundle_state_carry_roundtrip_and_unknown_carry_refused():
+    from mamakit.bundle import StateSpec
+    from mamakit.errors import BundleError
+
+    plain = StateSpec("r1i", "r1o", [1, 8, 4, 4])
+    assert "carry" not in plain.to_dict() and StateSpec.from_dict(plain.to_dict()).carry == "copy"
+    flow = StateSpec("c0i", "c0o", [1, 3, 4, 4], carry="flow", carry_params=FlowParams().to_dict())
+    assert StateSpec.from_dict(flow.to_dict()) == flow
+    with pytest.raises(BundleError, match="carry 'teleport'"):
+        StateSpec.from_dict({**flow.to_dict(), "carry": "teleport"})
