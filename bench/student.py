@@ -335,9 +335,9 @@ def main(argv=None) -> int:
         # call alone is reported beside it.
         import onnxruntime as ort
 
-        from mamakit.runtime import Matter
+        from mamakit.runtime.sessions import open_session
 
-        session = Matter.load(bundle, provider="cpu", threads=1, announce=False).session
+        session = open_session(bundle, provider="cpu", threads=1, spin=False)  # as `mamakit run` opens it
         pairs = list(zip(speed_clip["frames"][:2], speed_clip["masks"][:2]))
         slot = session.new_slot()
         turn = [0]

@@ -94,8 +94,6 @@ class FlowCarry:
         """``frame``: HxWx3 uint8 RGB at the processing size. Pure: safe in any thread."""
         cv2 = self._cv2
         f = np.asarray(frame)
-        if f.dtype != np.uint8:
-            f = np.clip(f * (255.0 if f.dtype.kind == "f" else 1.0) + 0.5, 0, 255).astype(np.uint8)
         # one exact 2x block mean of the frame first (OpenCV's fast path; a 2.5x or 5x INTER_AREA
         # costs 10x more at 1280x720), then the small sizes from that
         H, W = f.shape[:2]

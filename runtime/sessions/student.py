@@ -185,7 +185,8 @@ class StudentSession(Session):
         # states the runtime moves with the image between frames (the stabiliser: mamakit.stabilize)
         self._flows = {}
         #: flow-carried states switched off (stabilize=False): zeroed before every frame (weight 0)
-        self._zeroed = [i for i, st in enumerate(self.backend.state) if st.carry == "flow" and not stabilize]
+        self._zeroed = {i: np.zeros(_static(st.shape), np.float32) for i, st in enumerate(self.backend.state)
+                        if st.carry == "flow" and not stabilize}
         for i, st in enumerate(self.backend.state):
             if st.carry == "flow" and stabilize:
                 from mamakit.stabilize import FlowCarry, FlowParams
@@ -243,8 +244,8 @@ class StudentSession(Session):
             self.reset()
         self._size = size
         guide = slot.mask if slot.has_mask else self._prev
-        for i in self._zeroed:
-            self.backend.set_state(i, np.zeros(_static(self.backend.state[i].shape), np.float32))
+        for i, zeros in self._zeroed.items():
+            self.backend.set_state(i, zeros)
         for i, fc in self._flows.items():
             self.backend.set_state(i, fc.carry(slot.extra[("flow", i)], self.backend.get_state(i),
                                                slot.extra.get(("motion", i))))

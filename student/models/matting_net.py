@@ -296,10 +296,8 @@ class StudentNet(nn.Module):
         residual = self.config.guide_residual
         # a correction of the guide: the mask is a coarse alpha
         base_pha = out[:, 3:] if residual else out[:, 3:] + low[:, 3:]
-        if c0 is not None:  # the config guarantees a refiner
+        if (h, w) != (H, W):  # (the config keeps a stabiliser's c0 to students with a refiner)
             fgr, pha, c0 = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr, guide, low[:, 3:], c0)
-        elif (h, w) != (H, W):
-            fgr, pha = self.refiner(src, base_src, base_fgr, base_pha, hid, want_fgr, guide, low[:, 3:])
         else:
             fgr, pha = (base_fgr if want_fgr else None), base_pha
         if residual:

@@ -65,15 +65,15 @@ class DeepGuidedFilterRefiner(nn.Module):
 
     def forward(self, fine_src, base_src, base_fgr, base_pha, base_hid, want_fgr: bool = True,
                 fine_guide=None, base_guide=None, memory=None):
-        """``(fgr, pha)`` at the size of ``fine_src``; ``fgr`` is None when ``want_fgr`` is False
+        """``(fgr, pha, memory')`` at the size of ``fine_src``; ``fgr`` is None when ``want_fgr`` is False
         (then only the alpha channel's coefficients are upsampled: a quarter of the full-res work).
         ``fine_guide`` / ``base_guide``: the coarse mask at both sizes (used by ``extra="mask"``).
 
         ``memory`` [B,3,h,w] (the stabiliser state: the previous frame's alpha slope on the gray and
         offset, already moved onto this frame, and the blend weight per pixel): the alpha
-        coefficients become ``coef + weight * (memory - coef)`` and the call returns
-        ``(fgr, pha, new memory)``, the new memory holding this frame's blended coefficients and
-        :attr:`stabilizer` as the next weight. Weight 0 gives exactly the output without memory."""
+        coefficients become ``coef + weight * (memory - coef)``, and ``memory'`` holds this frame's
+        blended coefficients and :attr:`stabilizer` as the next weight (None without ``memory``).
+        Weight 0 gives exactly the output without memory."""
         base_x = torch.cat([base_src, base_src.mean(dim=1, keepdim=True)], dim=1)
         base_y = torch.cat([base_fgr, base_pha], dim=1)
         r = self.radius
@@ -100,40 +100,31 @@ class DeepGuidedFilterRefiner(nn.Module):
             extra = None
         if self.smooth:
             A, b = box_filter(A, self.smooth), box_filter(b, self.smooth)
-        if memory is not None:
-            if extra is not None:
-                raise ValueError("the refiner's stabiliser memory needs refiner extra 'none'")
-            return self._upsample_with_memory(fine_src, A, b, memory, want_fgr, size)
         # full resolution: the gray guide as a sum of slices (cheaper than a channel ReduceMean in
         # ONNX Runtime), no 4-channel concat of the frame; its 1/3 is folded into A at the trunk
         # resolution (bilinear resizing is linear), saving a full-resolution multiply
         gray3 = fine_src[:, 0:1] + fine_src[:, 1:2] + fine_src[:, 2:3]
-        a_gray = A[:, 3:] * (1.0 / 3.0)
+        a_gray, b_pha = A[:, 3:] * (1.0 / 3.0), b[:, 3:]
+        new_memory = None
+        if memory is not None:  # the stabiliser: blend the alpha coefficients with the carried ones
+            if extra is not None:
+                raise ValueError("the refiner's stabiliser memory needs refiner extra 'none'")
+            coef = torch.cat([a_gray, b_pha], dim=1)
+            coef = coef + memory[:, 2:3] * (memory[:, :2] - coef)
+            new_memory = torch.cat([coef, torch.full_like(coef[:, :1], self.stabilizer)], dim=1)
+            a_gray, b_pha = coef[:, :1], coef[:, 1:]
+            b = torch.cat([b[:, :3], b_pha], dim=1)
         if not want_fgr:
             # two 1-channel resizes, not one 2-channel resize + Split: the Split copies two
             # full-resolution planes (1280x720, ONNX Runtime, 1 thread: ~1.2 ms of ~30)
             a1 = F.interpolate(a_gray, size=size, mode="bilinear", align_corners=False)
-            b1 = F.interpolate(b[:, 3:], size=size, mode="bilinear", align_corners=False)
+            b1 = F.interpolate(b_pha, size=size, mode="bilinear", align_corners=False)
             pha = a1 * gray3 + b1
-            return None, (pha if extra is None else pha + extra)
+            return None, (pha if extra is None else pha + extra), new_memory
         A = F.interpolate(torch.cat([A[:, :3], a_gray], dim=1), size=size, mode="bilinear", align_corners=False)
         b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
         pha = A[:, 3:] * gray3 + b[:, 3:]
-        return A[:, :3] * fine_src + b[:, :3], (pha if extra is None else pha + extra)
-
-
-    def _upsample_with_memory(self, fine_src, A, b, memory, want_fgr, size):
-        coef = torch.cat([A[:, 3:] * (1.0 / 3.0), b[:, 3:]], dim=1)
-        coef = coef + memory[:, 2:3] * (memory[:, :2] - coef)
-        new_memory = torch.cat([coef, torch.full_like(coef[:, :1], self.stabilizer)], dim=1)
-        gray3 = fine_src[:, 0:1] + fine_src[:, 1:2] + fine_src[:, 2:3]
-        if not want_fgr:
-            a1 = F.interpolate(coef[:, :1], size=size, mode="bilinear", align_corners=False)
-            b1 = F.interpolate(coef[:, 1:], size=size, mode="bilinear", align_corners=False)
-            return None, a1 * gray3 + b1, new_memory
-        A = F.interpolate(torch.cat([A[:, :3], coef[:, :1]], dim=1), size=size, mode="bilinear", align_corners=False)
-        b = F.interpolate(torch.cat([b[:, :3], coef[:, 1:]], dim=1), size=size, mode="bilinear", align_corners=False)
-        return A[:, :3] * fine_src + b[:, :3], A[:, 3:] * gray3 + b[:, 3:], new_memory
+        return A[:, :3] * fine_src + b[:, :3], (pha if extra is None else pha + extra), new_memory
 
 
 def extend_refiner_state(state: dict, prefix: str, extra: str) -> dict:
